@@ -1,0 +1,103 @@
+"""Command line of the development PKI.
+
+Usage: ``python -m certs init [--dir certs/dev] [--force]`` and
+``python -m certs show [--dir certs/dev]``.
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from certs.pki import SYSTEMS, init_dev_pki, load_pki
+from lienthong.identity import spiffe_id_of
+
+DEFAULT_DIRECTORY = Path("certs/dev")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    arguments = _parser().parse_args(argv)
+    try:
+        if arguments.command == "init":
+            _init(arguments.dir, force=arguments.force)
+        else:
+            _show(arguments.dir)
+    except (OSError, ValueError, TypeError) as error:
+        sys.stderr.write(f"certs: {error}\n")
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m certs", description="Development PKI of lienthong (never for production)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    init = commands.add_parser("init", help="create the CA and every system's certificate")
+    init.add_argument("--force", action="store_true", help="recreate everything, CA included")
+    show = commands.add_parser("show", help="list each certificate's subject, SPIFFE ID, expiry")
+    for command in (init, show):
+        command.add_argument(
+            "--dir",
+            type=Path,
+            default=DEFAULT_DIRECTORY,
+            help=f"directory of the PKI (default: {DEFAULT_DIRECTORY})",
+        )
+    return parser
+
+
+def _init(directory: Path, *, force: bool) -> None:
+    before = {path: _version(path) for path in directory.glob("*")} if directory.is_dir() else {}
+    pki = init_dev_pki(directory, force=force)
+    files = [pki.ca_certificate, pki.ca_private_key]
+    for system in SYSTEMS:
+        paths = pki.paths(system.name)
+        files += [paths.certificate, paths.private_key]
+    for path in files:
+        # Files are replaced, never rewritten in place, so a new inode means it was written.
+        state = "wrote" if _version(path) != before.get(path) else "kept "
+        _say(f"{state} {path}")
+    _say("")
+    for system in SYSTEMS:
+        _say(f"{system.name:<16} {system.spiffe_id}")
+
+
+def _show(directory: Path) -> None:
+    pki = load_pki(directory)
+    _describe("ca", x509.load_pem_x509_certificate(pki.ca_certificate.read_bytes()), ca=True)
+    for system in SYSTEMS:
+        pem = pki.paths(system.name).certificate.read_bytes()
+        _describe(system.name, x509.load_pem_x509_certificate(pem), ca=False)
+
+
+def _describe(name: str, certificate: x509.Certificate, *, ca: bool) -> None:
+    if ca:
+        spiffe_id = "(none: the CA)"
+    else:
+        try:
+            spiffe_id = spiffe_id_of(certificate)
+        except ValueError as error:
+            spiffe_id = f"INVALID: {error}"
+    _say(name)
+    _say(f"  subject:   {certificate.subject.rfc4514_string()}")
+    _say(f"  spiffe id: {spiffe_id}")
+    _say(f"  expires:   {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(f"{line}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

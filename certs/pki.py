@@ -1,0 +1,339 @@
+"""A development CA and the SPIFFE X.509-SVIDs it issues to every lienthong system.
+
+For local runs and tests only: private keys are written unencrypted (mode 0o600).
+Certificates follow RFC 5280 and the SPIFFE X.509-SVID specification.
+"""
+
+import ipaddress
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from lienthong.identity import spiffe_segments
+
+CA_COMMON_NAME: Final = "lienthong development CA"
+ORGANIZATION: Final = "lienthong"
+
+# Peers whose clocks run a little behind must still accept a certificate issued just now.
+CLOCK_SKEW: Final = timedelta(minutes=5)
+# The longest validity browsers accept; nothing needs longer for development.
+LEAF_VALIDITY: Final = timedelta(days=825)
+
+_CA_STEM: Final = "ca"
+_FILE_STEM: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_MAX_COMMON_NAME: Final = 64  # ub-common-name, RFC 5280 appendix A.1
+_PRIVATE_MODE: Final = 0o600
+_PUBLIC_MODE: Final = 0o644
+_DIRECTORY_MODE: Final = 0o700
+
+
+@dataclass(frozen=True)
+class SystemIdentity:
+    """A system of the development PKI and the certificate it gets."""
+
+    name: str
+    spiffe_id: str
+    server: bool
+    client: bool
+
+
+SYSTEMS: tuple[SystemIdentity, ...] = (
+    SystemIdentity("gateway-server", "spiffe://lienthong.local/gateway", server=True, client=False),
+    SystemIdentity("gateway-client", "spiffe://lienthong.local/gateway", server=False, client=True),
+    SystemIdentity(
+        "justice", "spiffe://lienthong.local/moj/civil-registry", server=True, client=True
+    ),
+    SystemIdentity("police", "spiffe://lienthong.local/mps/population", server=True, client=True),
+    SystemIdentity(
+        "officer-portal", "spiffe://lienthong.local/moj/officer-portal", server=False, client=True
+    ),
+)
+
+
+@dataclass(frozen=True)
+class CertificatePaths:
+    """Where a certificate (PEM, the leaf alone) and its private key (PEM PKCS8) are."""
+
+    certificate: Path
+    private_key: Path
+
+
+@dataclass(frozen=True)
+class DevPki:
+    """Where a development PKI lives: ``ca.pem``, ``ca.key`` and ``{system}.pem/.key``."""
+
+    directory: Path
+    ca_certificate: Path
+    ca_private_key: Path
+
+    def paths(self, system_name: str) -> CertificatePaths:
+        """Return where the certificate and key of ``system_name`` are."""
+        # The name becomes a file name: no separators, no hidden files, never the CA's files.
+        if not _FILE_STEM.fullmatch(system_name) or system_name == _CA_STEM:
+            raise ValueError(f"not a usable system name: {system_name!r}")
+        return CertificatePaths(
+            certificate=self.directory / f"{system_name}.pem",
+            private_key=self.directory / f"{system_name}.key",
+        )
+
+
+def create_ca(
+    common_name: str, *, valid_days: int = 3650
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Create a self-signed P-256 CA that may sign leaf certificates only."""
+    if valid_days <= 0:
+        raise ValueError(f"valid_days must be positive, got {valid_days}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    now = datetime.now(UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + timedelta(days=valid_days))
+        # path_length=0: the CA signs leaves only, never another CA.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def issue_certificate(  # noqa: PLR0913 -- the keyword-only knobs let tests build bad certificates
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    *,
+    spiffe_id: str,
+    server: bool,
+    client: bool,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    key_usage_digital_signature: bool = True,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Issue a P-256 X.509-SVID for ``spiffe_id``, signed by the CA.
+
+    ``not_before``, ``not_after`` (timezone-aware) and ``key_usage_digital_signature=False``
+    build expired, not-yet-valid or wrongly usable certificates for tests.
+    """
+    segments = spiffe_segments(spiffe_id)
+    if not (server or client):
+        # An empty extendedKeyUsage is invalid (SIZE (1..MAX)); such a certificate has no use.
+        raise ValueError("a certificate must be for server use, client use or both")
+    now = datetime.now(UTC)
+    valid_from = now - CLOCK_SKEW if not_before is None else _aware(not_before, "not_before")
+    valid_until = now + LEAF_VALIDITY if not_after is None else _aware(not_after, "not_after")
+    if valid_until <= valid_from:
+        raise ValueError(f"not_after {valid_until} is not after not_before {valid_from}")
+
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
+    if server:
+        names += [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+    # RFC 5280 forbids a KeyUsage with no bit set, so the "wrong" certificate gets
+    # keyAgreement instead: valid for an EC key, useless for signing a TLS handshake.
+    key_usage = (
+        _key_usage(digital_signature=True)
+        if key_usage_digital_signature
+        else _key_usage(key_agreement=True)
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(segments[-1]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_until)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_authority_key_identifier(ca_cert, ca_key), critical=False)
+        # Not critical: the subject is not empty (RFC 5280 section 4.2.1.6).
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def write_certificate(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, paths: CertificatePaths
+) -> None:
+    """Write the private key (PKCS8, mode 0o600), then the certificate (mode 0o644)."""
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Key first: a certificate on disk then always has its key next to it.
+    _write_file(paths.private_key, key_pem, _PRIVATE_MODE)
+    _write_file(paths.certificate, cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE)
+
+
+def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
+    """Create the CA and every SYSTEMS certificate in ``directory``.
+
+    Without ``force`` an existing CA and existing certificates are kept and only missing
+    ones are issued; with ``force`` everything is made anew.
+    """
+    pki = _layout(directory)
+    directory.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
+    # mkdir's mode is narrowed by the umask and ignored for an existing directory.
+    directory.chmod(_DIRECTORY_MODE)
+
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
+    new_ca = force or not pki.ca_certificate.exists()
+    if new_ca:
+        ca = create_ca(CA_COMMON_NAME)
+        write_certificate(*ca, CertificatePaths(pki.ca_certificate, pki.ca_private_key))
+    for system in SYSTEMS:
+        paths = pki.paths(system.name)
+        # Leaves of a replaced CA would no longer verify, so a new CA reissues them all.
+        if not new_ca and paths.certificate.exists() and paths.private_key.exists():
+            continue
+        if ca is None:
+            ca = _load_ca(pki)
+        cert, key = issue_certificate(
+            *ca, spiffe_id=system.spiffe_id, server=system.server, client=system.client
+        )
+        write_certificate(cert, key, paths)
+    return pki
+
+
+def load_pki(directory: Path) -> DevPki:
+    """Return the development PKI in ``directory``; FileNotFoundError if it is incomplete."""
+    pki = _layout(directory)
+    expected = [pki.ca_certificate, pki.ca_private_key]
+    for system in SYSTEMS:
+        paths = pki.paths(system.name)
+        expected += [paths.certificate, paths.private_key]
+    missing = [path.name for path in expected if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no complete development PKI in {directory} (missing {', '.join(missing)}); "
+            f"run `python -m certs init --dir {directory}`"
+        )
+    return pki
+
+
+def _name(common_name: str) -> x509.Name:
+    if not 0 < len(common_name) <= _MAX_COMMON_NAME:
+        raise ValueError(f"common name must be 1 to {_MAX_COMMON_NAME} characters")
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _key_usage(
+    *,
+    digital_signature: bool = False,
+    key_agreement: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    # keyEncipherment stays off: EC keys cannot encrypt (RFC 8813).
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=key_agreement,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _authority_key_identifier(
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+) -> x509.AuthorityKeyIdentifier:
+    # RFC 5280 section 4.2.1.1: the leaf's AKI is the issuer's SKI, whatever method made it.
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _aware(moment: datetime, name: str) -> datetime:
+    # cryptography reads a naive datetime as UTC; a local time would be silently wrong.
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
+    return moment
+
+
+def _layout(directory: Path) -> DevPki:
+    return DevPki(
+        directory=directory,
+        ca_certificate=directory / f"{_CA_STEM}.pem",
+        ca_private_key=directory / f"{_CA_STEM}.key",
+    )
+
+
+def _load_ca(pki: DevPki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    certificate = x509.load_pem_x509_certificate(pki.ca_certificate.read_bytes())
+    try:
+        pem = pki.ca_private_key.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{pki.ca_private_key} is missing, so no certificate can be issued; "
+            f"run `python -m certs init --force --dir {pki.directory}` to start over"
+        ) from None
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_private_key} is not an EC private key")
+    if key.public_key() != certificate.public_key():
+        raise ValueError(
+            f"{pki.ca_private_key} does not belong to {pki.ca_certificate}; "
+            f"run `python -m certs init --force --dir {pki.directory}` to start over"
+        )
+    return certificate, key
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    # Write a new file created 0o600 and rename it over the target: a key is never readable
+    # by others, not even for an instant, and nobody ever reads half a file. O_EXCL also
+    # refuses to follow a symlink planted at the temporary name.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _PRIVATE_MODE
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            # The umask may have narrowed the mode; certificates are meant to be world-readable.
+            os.fchmod(file.fileno(), mode)
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

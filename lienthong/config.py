@@ -1,0 +1,147 @@
+"""Typed configuration of the three services, read from one TOML file.
+
+Relative paths in the file are taken relative to the file's directory. Every service section
+is validated when it is loaded, with errors that name the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lienthong.identity import check_spiffe_id
+from lienthong.tls import TlsFiles
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing a key or has a bad value."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The gateway: its listener, policy, upstream routes and both TLS legs."""
+
+    listen: str
+    tls: TlsFiles
+    upstream_tls: TlsFiles
+    policy: Path
+    routes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class JusticeConfig:
+    """The civil-status registry adapter."""
+
+    listen: str
+    tls: TlsFiles
+    database_url: str
+    gateway: str
+    trusted_callers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PoliceConfig:
+    """The population database adapter."""
+
+    listen: str
+    tls: TlsFiles
+    database_url: str
+    trusted_callers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The whole stack as one file describes it."""
+
+    source: Path
+    pki_directory: Path
+    log_directory: Path
+    gateway: GatewayConfig
+    justice: JusticeConfig
+    police: PoliceConfig
+    demo_tls: TlsFiles
+
+
+class _Section:
+    def __init__(self, data: dict[str, Any], name: str, base: Path) -> None:
+        self.data, self.name, self.base = data, name, base
+
+    def sub(self, key: str) -> _Section:
+        value = self.data.get(key)
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{self.name}.{key}] is missing")
+        return _Section(value, f"{self.name}.{key}", self.base)
+
+    def text(self, key: str) -> str:
+        value = self.data.get(key)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.name}.{key} must be a non-empty string")
+        return value
+
+    def path(self, key: str) -> Path:
+        return self.base / self.text(key)
+
+    def database_url(self, key: str) -> str:
+        url = self.text(key)
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            url = prefix + str(self.base / url.removeprefix(prefix))
+        return url
+
+    def identities(self, key: str) -> frozenset[str]:
+        values = self.data.get(key)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{self.name}.{key} must be a non-empty list of SPIFFE IDs")
+        try:
+            return frozenset(check_spiffe_id(str(value)) for value in values)
+        except ValueError as error:
+            raise ConfigError(f"{self.name}.{key}: {error}") from None
+
+    def tls(self, key: str) -> TlsFiles:
+        section = self.sub(key)
+        return TlsFiles(
+            section.path("ca_certificate"), section.path("certificate"), section.path("private_key")
+        )
+
+
+def load_config(path: Path) -> StackConfig:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    root = _Section(data, "", path.resolve().parent)
+    gateway, justice, police = root.sub("gateway"), root.sub("justice"), root.sub("police")
+    routes = gateway.sub("routes").data
+    if not all(isinstance(value, str) for value in routes.values()):
+        raise ConfigError("gateway.routes values must be host:port strings")
+    return StackConfig(
+        source=path,
+        pki_directory=root.path("pki_directory"),
+        log_directory=root.path("log_directory"),
+        gateway=GatewayConfig(
+            listen=gateway.text("listen"),
+            tls=gateway.tls("tls"),
+            upstream_tls=gateway.tls("upstream_tls"),
+            policy=gateway.path("policy"),
+            routes=dict(routes),
+        ),
+        justice=JusticeConfig(
+            listen=justice.text("listen"),
+            tls=justice.tls("tls"),
+            database_url=justice.database_url("database_url"),
+            gateway=justice.text("gateway"),
+            trusted_callers=justice.identities("trusted_callers"),
+        ),
+        police=PoliceConfig(
+            listen=police.text("listen"),
+            tls=police.tls("tls"),
+            database_url=police.database_url("database_url"),
+            trusted_callers=police.identities("trusted_callers"),
+        ),
+        demo_tls=root.sub("demo").tls("tls"),
+    )

@@ -1,0 +1,26 @@
+"""gRPC metadata keys of the lienthong exchange protocol.
+
+Callers send ``lienthong-request-id`` and ``lienthong-purpose``. The gateway strips every
+``lienthong-`` key a caller sends except those two, and adds ``lienthong-caller`` (the
+caller's verified identity) on its own mTLS leg, where upstreams trust it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+PREFIX = "lienthong-"
+REQUEST_ID = "lienthong-request-id"
+PURPOSE = "lienthong-purpose"
+ON_BEHALF_OF = "lienthong-on-behalf-of"
+CALLER = "lienthong-caller"
+EXCHANGE_ID = "lienthong-exchange-id"
+CALLER_SUPPLIED = frozenset({REQUEST_ID, PURPOSE, ON_BEHALF_OF})
+
+
+def first(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The first text value of ``key``, or None."""
+    for name, value in metadata or ():
+        if name == key and isinstance(value, str):
+            return value
+    return None
