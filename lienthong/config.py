@@ -81,13 +81,13 @@ class _Section:
         return value
 
     def path(self, key: str) -> Path:
-        return self.base / self.text(key)
+        return (self.base / self.text(key)).resolve()
 
     def database_url(self, key: str) -> str:
         url = self.text(key)
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-            url = prefix + str(self.base / url.removeprefix(prefix))
+            url = prefix + str((self.base / url.removeprefix(prefix)).resolve())
         return url
 
     def identities(self, key: str) -> frozenset[str]:

@@ -1,0 +1,51 @@
+# The two commands a new user needs: `make run` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+BUF := node_modules/.bin/buf
+export GRPC_VERBOSITY ?= ERROR
+
+.PHONY: run test lint check contracts baseline clean
+
+run: $(PY_STAMP)
+	$(BIN)/lienthong run --config config/dev.toml
+
+test: $(PY_STAMP) $(NODE_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(PY_STAMP) $(NODE_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
+
+# Regenerate the contracts' Python code (and .pyi stubs) after editing protos/.
+contracts: $(PY_STAMP) $(NODE_STAMP)
+	cd protos && ../$(BUF) format -w
+	$(BIN)/python tools/generate_contracts.py
+
+# Record the current contracts as the baseline `buf breaking` compares against (on release).
+baseline: $(NODE_STAMP)
+	cd protos && ../$(BUF) build -o baseline/lienthong.binpb
+
+$(PY_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "lienthong needs Python 3.11 or newer"; exit 1; }
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules var certs/dev .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,154 @@
+"""The registry's tables and the allocation of registration numbers.
+
+Both work on SQLite (development, tests) and PostgreSQL (production). The schema is created
+with ``create_schema``; Alembic migrations take over in a later issue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Dialect,
+    Engine,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+UNIT_CODE = 5  # the longest statistics office code, a commune's
+PIN_LENGTH = 12
+SHA256_HEX = 64
+NAME_LENGTH = 64  # "birthRegistrations/" + unit + year + number fits with room to spare
+REQUEST_ID_LENGTH = 36  # a UUID in its canonical text form
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL keeps the offset (timestamptz); SQLite has no such type, so values are
+    converted to UTC before they are stored and given their UTC zone back when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        """Refuse naive values, which would be read back in an unknown zone."""
+        del dialect
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        """Return every value in UTC, with its zone."""
+        del dialect
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the registry's tables."""
+
+
+class BirthRegistrationRow(Base):
+    """One entry of a unit's birth register.
+
+    The full registration is kept as JSON in ``record``; the columns beside it are what the
+    registry searches, orders, numbers and updates by.
+    """
+
+    __tablename__ = "birth_registration"
+    __table_args__ = (
+        UniqueConstraint(
+            "unit_code",
+            "registration_year",
+            "registration_number",
+            name="uq_birth_registration_number",
+        ),
+        # Listing pages in id order after a filter by province, district or date.
+        Index("ix_birth_registration_province", "province_code", "id"),
+        Index("ix_birth_registration_district", "district_code", "id"),
+        Index("ix_birth_registration_date", "registration_date", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_LENGTH), unique=True)
+    # SHA-256 of the request's registration: tells a repeat from a request_id reused.
+    request_digest: Mapped[str] = mapped_column(String(SHA256_HEX))
+    procedure: Mapped[int] = mapped_column(Integer)
+    unit_level: Mapped[int] = mapped_column(Integer)
+    unit_code: Mapped[str] = mapped_column(String(UNIT_CODE))
+    province_code: Mapped[str] = mapped_column(String(2))
+    district_code: Mapped[str | None] = mapped_column(String(3))
+    registration_year: Mapped[int] = mapped_column(Integer)
+    registration_number: Mapped[int] = mapped_column(Integer)
+    registration_date: Mapped[dt.date] = mapped_column(Date)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    child_nationality_vn: Mapped[bool]
+    pin: Mapped[str | None] = mapped_column(String(PIN_LENGTH))
+    pin_status: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    update_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class RegistrationCounter(Base):
+    """The last registration number given by a unit in a calendar year."""
+
+    __tablename__ = "registration_counter"
+
+    unit_code: Mapped[str] = mapped_column(String(UNIT_CODE), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer)
+
+
+def allocate_registration_number(session: Session, unit_code: str, year: int) -> int:
+    """The next registration number of ``unit_code`` in ``year``, from 1, without gaps.
+
+    Call it in the transaction that inserts the registration: the counter row stays locked
+    until that transaction ends, so a rollback gives the number back and concurrent
+    registrations wait for each other. (PostgreSQL locks the row with SELECT ... FOR UPDATE;
+    SQLite ignores it, but lienthong.db begins every transaction IMMEDIATE, which serialises
+    writers.)
+    """
+    locked = (
+        select(RegistrationCounter)
+        .where(RegistrationCounter.unit_code == unit_code, RegistrationCounter.year == year)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    counter = session.scalars(locked).one_or_none()
+    if counter is None:
+        try:
+            # A savepoint, so that losing the race to create the row keeps our transaction.
+            with session.begin_nested():
+                session.add(RegistrationCounter(unit_code=unit_code, year=year, last_number=0))
+        except IntegrityError:
+            pass  # another transaction created it first: lock theirs below
+        counter = session.scalars(locked).one()
+    counter.last_number += 1
+    session.flush()
+    return counter.last_number
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables that do not exist yet."""
+    Base.metadata.create_all(engine)

@@ -1,0 +1,341 @@
+"""The civil-status registry's domain service: register, read and list birth registrations.
+
+A registration is committed before its PIN is requested, so that the population database
+being down never loses a registration or its number: the registration then stays
+PIN_STATUS_PENDING and is completed later. Logs carry registration names and request ids,
+never personal data (Decree 13/2023).
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import datetime as dt
+import hashlib
+import re
+from typing import TYPE_CHECKING, Literal, get_args
+
+import structlog
+from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from justice_adapter.models import BirthRegistrationRow, allocate_registration_number
+from justice_adapter.pin_requests import PinIssuer, PinRejected, pin_fits
+from justice_adapter.validation import REQUIRED_LEVEL, validate_register_birth
+from lienthong import validation
+from lienthong.calendar.v1 import date_pb2
+from lienthong.civilregistry.v1 import birth_registration_pb2 as br
+from lienthong.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
+from lienthong.reference import CODE_LENGTH, CodeLists, Level, Unit
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.sql.elements import ColumnElement
+
+    from lienthong.civilregistry.v1 import birth_registration_service_pb2 as service
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+# Procedures under which a child of Vietnamese nationality is given a PIN.
+PIN_PROCEDURES = frozenset(
+    {br.REGISTRATION_PROCEDURE_FIRST_REGISTRATION, br.REGISTRATION_PROCEDURE_FOREIGN_ELEMENT}
+)
+# Set by the registry, never taken from a request.
+OutputOnlyField = Literal[
+    "name",
+    "registration_number",
+    "registration_date",
+    "personal_identification_number",
+    "pin_status",
+    "registering_officer",
+    "create_time",
+    "update_time",
+]
+OUTPUT_ONLY: tuple[OutputOnlyField, ...] = get_args(OutputOnlyField)
+NAME_PATTERN = "birthRegistrations/{unit_code}-{year}-{number}"
+_NAME = re.compile(r"birthRegistrations/([0-9]{3}|[0-9]{5})-[0-9]{4}-[1-9][0-9]{0,8}")
+_LEVEL_OF_LENGTH = {length: level for level, length in CODE_LENGTH.items()}
+
+
+class BirthRegistry:
+    """Birth registrations of every unit, in one database."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], issuer: PinIssuer, codes: CodeLists
+    ) -> None:
+        """Use ``sessions`` for the database, ``issuer`` for PINs, ``codes`` to validate."""
+        self._sessions = sessions
+        self._issuer = issuer
+        self._codes = codes
+
+    def register_birth(self, request: service.RegisterBirthRequest) -> br.BirthRegistration:
+        """Enter a registration, numbered in its unit and year, and request its PIN if due.
+
+        A repeat of a request_id returns the stored registration as it now stands (AIP-155);
+        the request_id reused with other content raises AlreadyExists.
+        """
+        validate_register_birth(request, self._codes)
+        submitted = _without_output_only(request.birth_registration)
+        digest = hashlib.sha256(submitted.SerializeToString(deterministic=True)).hexdigest()
+        stored = self._stored_answer(request.request_id, digest)
+        if stored is not None:
+            return stored
+        try:
+            registration = self._insert(request.request_id, digest, submitted)
+        except IntegrityError:
+            # A concurrent call with the same request_id committed first: answer as it did.
+            stored = self._stored_answer(request.request_id, digest)
+            if stored is None:
+                raise
+            return stored
+        log.info(
+            "birth_registered",
+            birth_registration=registration.name,
+            request_id=request.request_id,
+            pin_status=br.PinStatus.Name(registration.pin_status),
+        )
+        if registration.pin_status == br.PIN_STATUS_PENDING:
+            return self._obtain_pin(registration, request.request_id)
+        return registration
+
+    def get(self, name: str) -> br.BirthRegistration:
+        """The registration named ``name``; NotFound when there is none."""
+        if not _NAME.fullmatch(name):
+            raise InvalidArgument([FieldViolation("name", f"must be {NAME_PATTERN}")])
+        with self._sessions() as session:
+            row = session.scalars(
+                select(BirthRegistrationRow).where(BirthRegistrationRow.name == name)
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"{name} does not exist")
+            return _to_message(row)
+
+    def list(
+        self, request: service.ListBirthRegistrationsRequest
+    ) -> tuple[builtins.list[br.BirthRegistration], str]:
+        """One page of registrations in registration order, and the next page's token."""
+        v = validation.Violations()
+        if request.page_size < 0:
+            v.add("page_size", "must not be negative")
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_page_token(v, request.page_token)
+        conditions = self._filters(v, request)
+        v.raise_if_any()
+        query = (
+            select(BirthRegistrationRow)
+            .where(BirthRegistrationRow.id > after, *conditions)
+            .order_by(BirthRegistrationRow.id)
+            .limit(page_size + 1)  # one more tells whether another page follows
+        )
+        with self._sessions() as session:
+            rows = session.scalars(query).all()
+            page = [_to_message(row) for row in rows[:page_size]]
+            more = len(rows) > page_size
+            return page, _encode_page_token(rows[page_size - 1].id) if more else ""
+
+    def _stored_answer(self, request_id: str, digest: str) -> br.BirthRegistration | None:
+        with self._sessions() as session:
+            row = session.scalars(
+                select(BirthRegistrationRow).where(BirthRegistrationRow.request_id == request_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            if row.request_digest != digest:
+                raise AlreadyExists(
+                    "request_id was already used for a different registration",
+                    reason="REQUEST_ID_REUSED",
+                )
+            return _to_message(row)
+
+    def _insert(
+        self, request_id: str, digest: str, submitted: br.BirthRegistration
+    ) -> br.BirthRegistration:
+        record = br.BirthRegistration()
+        record.CopyFrom(submitted)
+        _normalise_names(record)
+        unit = self._unit_of(record)
+        vietnamese = validation.is_vietnamese(record.child.nationality)
+        due = vietnamese and record.procedure in PIN_PROCEDURES
+        today = validation.today()
+        now = dt.datetime.now(dt.UTC)
+        # One transaction: the number is given if and only if the registration is stored.
+        with self._sessions.begin() as session:
+            number = allocate_registration_number(session, unit.code, today.year)
+            row = BirthRegistrationRow(
+                name=f"birthRegistrations/{unit.code}-{today.year}-{number}",
+                request_id=request_id,
+                request_digest=digest,
+                procedure=record.procedure,
+                unit_level=unit.level,
+                unit_code=unit.code,
+                province_code=unit.province_code,
+                district_code=unit.district_code,
+                registration_year=today.year,
+                registration_number=number,
+                registration_date=today,
+                record=json_format.MessageToDict(record, preserving_proto_field_name=True),
+                child_nationality_vn=vietnamese,
+                pin=None,
+                pin_status=br.PIN_STATUS_PENDING if due else br.PIN_STATUS_NOT_APPLICABLE,
+                create_time=now,
+                update_time=now,
+            )
+            session.add(row)
+            session.flush()
+            return _to_message(row)
+
+    def _unit_of(self, registration: br.BirthRegistration) -> Unit:
+        unit = registration.registration_unit
+        found = self._codes.unit(Level(unit.level), unit.code)
+        if found is None:  # validate_register_birth has checked it exists
+            raise LookupError(f"unit {unit.code} is not in the code list")
+        return found
+
+    def _obtain_pin(
+        self, registration: br.BirthRegistration, request_id: str
+    ) -> br.BirthRegistration:
+        name = registration.name
+        try:
+            value = self._issuer.issue(registration, request_id)
+        except Unavailable:
+            log.warning("pin_request_unavailable", birth_registration=name, request_id=request_id)
+            return registration
+        except PinRejected as rejected:
+            # Not log.exception: the traceback would carry the population database's message.
+            log.error(  # noqa: TRY400
+                "pin_request_rejected",
+                birth_registration=name,
+                request_id=request_id,
+                code=rejected.code.name,
+            )
+            return registration
+        if not pin_fits(value, registration, self._codes):
+            log.error("pin_does_not_fit_registration", birth_registration=name)
+            return registration
+        with self._sessions.begin() as session:
+            row = session.scalars(
+                select(BirthRegistrationRow)
+                .where(BirthRegistrationRow.name == name)
+                .with_for_update()
+            ).one()
+            # A PIN is issued once: whichever path stored it first wins, the rest read it.
+            if row.pin_status == br.PIN_STATUS_PENDING:
+                row.pin = value
+                row.pin_status = br.PIN_STATUS_ISSUED
+                row.update_time = dt.datetime.now(dt.UTC)
+            return _to_message(row)
+
+    def _filters(
+        self, v: validation.Violations, request: service.ListBirthRegistrationsRequest
+    ) -> builtins.list[ColumnElement[bool]]:
+        conditions: builtins.list[ColumnElement[bool]] = []
+        if request.unit_code:
+            level = _LEVEL_OF_LENGTH.get(len(request.unit_code))
+            if level is None or self._codes.unit(level, request.unit_code) is None:
+                v.add("unit_code", "must be a province, district or commune code of the list")
+            else:
+                column = {
+                    Level.PROVINCE: BirthRegistrationRow.province_code,
+                    Level.DISTRICT: BirthRegistrationRow.district_code,
+                    Level.COMMUNE: BirthRegistrationRow.unit_code,
+                }[level]
+                conditions.append(column == request.unit_code)
+        if request.procedure:
+            if request.procedure not in REQUIRED_LEVEL:
+                v.add("procedure", "is not a registration procedure")
+            conditions.append(BirthRegistrationRow.procedure == request.procedure)
+        if request.pin_status:
+            if request.pin_status not in br.PinStatus.values():
+                v.add("pin_status", "is not a PIN status")
+            conditions.append(BirthRegistrationRow.pin_status == request.pin_status)
+        start = _filter_date(
+            v,
+            "registered_from",
+            request.registered_from,
+            present=request.HasField("registered_from"),
+        )
+        end = _filter_date(
+            v, "registered_to", request.registered_to, present=request.HasField("registered_to")
+        )
+        if start is not None:
+            conditions.append(BirthRegistrationRow.registration_date >= start)
+        if end is not None:
+            conditions.append(BirthRegistrationRow.registration_date <= end)
+        if start is not None and end is not None and start > end:
+            v.add("registered_to", "must not be before registered_from")
+        return conditions
+
+
+def _without_output_only(registration: br.BirthRegistration) -> br.BirthRegistration:
+    submitted = br.BirthRegistration()
+    submitted.CopyFrom(registration)
+    for field in OUTPUT_ONLY:
+        submitted.ClearField(field)
+    return submitted
+
+
+def _normalise_names(registration: br.BirthRegistration) -> None:
+    """Store names as the register writes them: NFC, upper case, single spaces."""
+    holders = (
+        registration.child,
+        registration.father,
+        registration.mother,
+        registration.declarant,
+    )
+    for holder in holders:
+        # An undetermined parent has no name; touching it would make one appear.
+        if holder.HasField("name"):
+            name = holder.name
+            name.family_name = validation.normalise_name_part(name.family_name)
+            name.middle_name = validation.normalise_name_part(name.middle_name)
+            name.given_name = validation.normalise_name_part(name.given_name)
+
+
+def _to_message(row: BirthRegistrationRow) -> br.BirthRegistration:
+    registration = json_format.ParseDict(row.record, br.BirthRegistration())
+    registration.name = row.name
+    registration.registration_number = row.registration_number
+    date = row.registration_date
+    registration.registration_date.CopyFrom(
+        date_pb2.Date(year=date.year, month=date.month, day=date.day)
+    )
+    registration.personal_identification_number = row.pin or ""
+    registration.pin_status = br.PinStatus.ValueType(row.pin_status)
+    registration.create_time.FromDatetime(row.create_time)
+    registration.update_time.FromDatetime(row.update_time)
+    return registration
+
+
+def _filter_date(
+    v: validation.Violations, field: str, date: date_pb2.Date, *, present: bool
+) -> dt.date | None:
+    if not present:
+        return None
+    try:
+        return dt.date(date.year, date.month, date.day)
+    except ValueError:
+        v.add(field, "must be a complete, existing calendar date")
+        return None
+
+
+def _encode_page_token(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode("ascii")).decode("ascii").rstrip("=")
+
+
+def _decode_page_token(v: validation.Violations, token: str) -> int:
+    """The id after which the page starts; 0 for the first page."""
+    if not token:
+        return 0
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        last_id = int(base64.urlsafe_b64decode(padded).decode("ascii"))
+    except ValueError:
+        last_id = 0
+    # Only the exact form this registry hands out is accepted.
+    if last_id <= 0 or _encode_page_token(last_id) != token:
+        v.add("page_token", "is not a page token of this list")
+        return 0
+    return last_id

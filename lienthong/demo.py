@@ -1,0 +1,238 @@
+"""A few births of different kinds, registered through the real path, and their table.
+
+`lienthong run` and `lienthong demo` use it to show the stack working; the end-to-end tests
+use the same samples. The people are invented.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import grpc
+
+from lienthong import metadata, pin
+from lienthong.calendar.v1 import date_pb2
+from lienthong.civilregistry.v1 import (
+    birth_registration_pb2,
+    birth_registration_service_pb2,
+    birth_registration_service_pb2_grpc,
+)
+from lienthong.person.v1 import ethnicity_pb2, nationality_pb2, person_name_pb2, sex_pb2
+from lienthong.place.v1 import administrative_unit_pb2, place_pb2
+from lienthong.reference import CodeLists, Level
+
+FIRST = birth_registration_pb2.REGISTRATION_PROCEDURE_FIRST_REGISTRATION
+FOREIGN = birth_registration_pb2.REGISTRATION_PROCEDURE_FOREIGN_ELEMENT
+RE_REGISTRATION = birth_registration_pb2.REGISTRATION_PROCEDURE_RE_REGISTRATION
+COMMUNE = administrative_unit_pb2.ADMINISTRATIVE_LEVEL_COMMUNE
+DISTRICT = administrative_unit_pb2.ADMINISTRATIVE_LEVEL_DISTRICT
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What varies between the sample births."""
+
+    label: str
+    procedure: birth_registration_pb2.RegistrationProcedure.ValueType
+    unit_level: administrative_unit_pb2.AdministrativeLevel.ValueType
+    unit_code: str
+    sex: sex_pb2.Sex.ValueType
+    born: tuple[int, int, int]
+    nationality: str
+    father_nationality: str = "VN"
+    mother_nationality: str = "VN"
+
+
+SAMPLES = (
+    Sample(
+        "first registration, girl, Hà Nội",
+        FIRST, COMMUNE, "00004", sex_pb2.SEX_FEMALE, (2016, 3, 14), "VN",
+    ),
+    Sample(
+        "first registration, boy, TP HCM",
+        FIRST, COMMUNE, "26734", sex_pb2.SEX_MALE, (2016, 2, 2), "VN",
+    ),
+    Sample(
+        "late first registration, woman born 1999, Hải Phòng",
+        FIRST, COMMUNE, "11299", sex_pb2.SEX_FEMALE, (1999, 11, 30), "VN",
+    ),
+    Sample(
+        "foreign element, Vietnamese boy, Đà Nẵng",
+        FOREIGN, DISTRICT, "492", sex_pb2.SEX_MALE, (2016, 4, 1), "VN",
+        father_nationality="US",
+    ),
+    Sample(
+        "foreign element, Korean girl, Đà Nẵng",
+        FOREIGN, DISTRICT, "492", sex_pb2.SEX_FEMALE, (2016, 4, 5), "KR",
+        father_nationality="KR", mother_nationality="KR",
+    ),
+    Sample(
+        "re-registration, man born 1998, Quế Phong",
+        RE_REGISTRATION, COMMUNE, "16738", sex_pb2.SEX_MALE, (1998, 6, 20), "VN",
+    ),
+)  # fmt: skip
+
+
+def _name(family: str, middle: str, given: str) -> person_name_pb2.PersonName:
+    return person_name_pb2.PersonName(family_name=family, middle_name=middle, given_name=given)
+
+
+def _place_in(
+    unit_code: str, level: administrative_unit_pb2.AdministrativeLevel.ValueType
+) -> place_pb2.Place:
+    return place_pb2.Place(
+        country_code="VN",
+        administrative_unit=administrative_unit_pb2.AdministrativeUnit(level=level, code=unit_code),
+    )
+
+
+def _parent(
+    name: person_name_pb2.PersonName, year: int, country: str, unit: str
+) -> birth_registration_pb2.Parent:
+    residence = (
+        _place_in(unit, COMMUNE)
+        if country == "VN"
+        else place_pb2.Place(country_code=country, detail="Seoul" if country == "KR" else "Boston")
+    )
+    return birth_registration_pb2.Parent(
+        name=name,
+        birth_year=year,
+        ethnicity=ethnicity_pb2.Ethnicity(code="01"),
+        nationality=nationality_pb2.Nationality(country_code=country),
+        residence=residence,
+    )
+
+
+def sample_request(
+    sample: Sample, codes: CodeLists
+) -> birth_registration_service_pb2.RegisterBirthRequest:
+    """A complete RegisterBirthRequest for ``sample``, with a fresh request_id."""
+    level = Level(sample.unit_level)
+    unit = codes.unit(level, sample.unit_code)
+    if unit is None:
+        raise ValueError(f"no unit {sample.unit_code}")
+    commune = (
+        sample.unit_code if level == Level.COMMUNE else _first_commune(codes, sample.unit_code)
+    )
+    year, month, day = sample.born
+    child = birth_registration_pb2.Child(
+        name=_name("NGUYỄN", "THỊ" if sample.sex == sex_pb2.SEX_FEMALE else "VĂN", "AN"),
+        sex=sample.sex,
+        date_of_birth=date_pb2.Date(year=year, month=month, day=day),
+        place_of_birth=birth_registration_pb2.BirthPlace(
+            facility_name="Bệnh viện Phụ sản", place=_place_in(commune, COMMUNE)
+        ),
+        home_town=_place_in(
+            unit.province_code, administrative_unit_pb2.ADMINISTRATIVE_LEVEL_PROVINCE
+        ),
+        ethnicity=ethnicity_pb2.Ethnicity(code="01"),
+        nationality=nationality_pb2.Nationality(country_code=sample.nationality),
+    )
+    registration = birth_registration_pb2.BirthRegistration(
+        procedure=sample.procedure,
+        registration_unit=administrative_unit_pb2.AdministrativeUnit(
+            level=sample.unit_level, code=sample.unit_code
+        ),
+        child=child,
+        father=_parent(
+            _name("NGUYỄN", "VĂN", "BÌNH"), year - 30, sample.father_nationality, commune
+        ),
+        mother=_parent(_name("TRẦN", "THỊ", "CÚC"), year - 27, sample.mother_nationality, commune),
+        declarant=birth_registration_pb2.Declarant(
+            name=_name("TRẦN", "THỊ", "CÚC"), relationship="mother"
+        ),
+    )
+    return birth_registration_service_pb2.RegisterBirthRequest(
+        request_id=str(uuid.uuid4()), birth_registration=registration
+    )
+
+
+def _first_commune(codes: CodeLists, district_code: str) -> str:
+    return min(
+        unit.code
+        for (level, _), unit in codes.units.items()
+        if level == Level.COMMUNE and unit.district_code == district_code
+    )
+
+
+def register_samples(
+    channel: grpc.Channel, codes: CodeLists
+) -> list[birth_registration_pb2.BirthRegistration]:
+    """Register every sample through ``channel`` (to the gateway) and return the results."""
+    stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
+    results = []
+    for sample in SAMPLES:
+        request = sample_request(sample, codes)
+        response = stub.RegisterBirth(
+            request,
+            timeout=10,
+            metadata=(
+                (metadata.REQUEST_ID, request.request_id),
+                (metadata.PURPOSE, "birth-registration"),
+            ),
+        )
+        results.append(response.birth_registration)
+    return results
+
+
+def pin_matches(registration: birth_registration_pb2.BirthRegistration, codes: CodeLists) -> bool:
+    """Whether the PIN encodes the registration's province, the child's sex, century and year."""
+    try:
+        parts = pin.parse(registration.personal_identification_number)
+    except ValueError:
+        return False
+    unit = codes.unit(
+        Level(registration.registration_unit.level), registration.registration_unit.code
+    )
+    child = registration.child
+    return (
+        unit is not None
+        and parts.province_code == codes.pin_province_code(unit)
+        and parts.sex == child.sex
+        and parts.birth_year == child.date_of_birth.year
+    )
+
+
+def format_table(
+    registrations: list[birth_registration_pb2.BirthRegistration], codes: CodeLists
+) -> str:
+    """The registrations as a text table: no names, only what the PIN is computed from."""
+    header = (
+        "registration",
+        "procedure",
+        "province",
+        "sex",
+        "born",
+        "nationality",
+        "PIN status",
+        "PIN",
+        "PIN matches data",
+    )
+    rows = [header]
+    for registration in registrations:
+        unit = codes.unit(
+            Level(registration.registration_unit.level), registration.registration_unit.code
+        )
+        child = registration.child
+        has_pin = bool(registration.personal_identification_number)
+        procedure = birth_registration_pb2.RegistrationProcedure.Name(registration.procedure)
+        province = codes.unit(Level.PROVINCE, unit.province_code) if unit else None
+        rows.append((
+            registration.name.removeprefix("birthRegistrations/"),
+            procedure.removeprefix("REGISTRATION_PROCEDURE_").lower(),
+            f"{province.code} {province.name}" if province else "?",
+            sex_pb2.Sex.Name(child.sex).removeprefix("SEX_").lower(),
+            str(child.date_of_birth.year),
+            child.nationality.country_code or "stateless",
+            birth_registration_pb2.PinStatus.Name(registration.pin_status).removeprefix("PIN_STATUS_").lower(),
+            registration.personal_identification_number or "-",
+            ("yes" if pin_matches(registration, codes) else "NO") if has_pin else "-",
+        ))  # fmt: skip
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)

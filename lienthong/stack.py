@@ -1,0 +1,110 @@
+"""The whole stack on one machine: the three services as child processes, for `lienthong run`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from certs.pki import init_dev_pki
+from lienthong.config import StackConfig
+from lienthong.demo import format_table, register_samples
+from lienthong.reference import code_lists
+from lienthong.tls import TlsMaterial, secure_channel
+
+SERVICES = ("police", "justice", "gateway")  # upstreams first, so the gateway finds them
+START_TIMEOUT = 60.0
+
+
+class StackError(RuntimeError):
+    """A service did not start; the message says which and where its log is."""
+
+
+def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
+    """Start every service, register the sample births, print them, run until interrupted."""
+    init_dev_pki(config.pki_directory)
+    config.log_directory.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with ExitStack() as cleanup:
+        processes = {name: cleanup.enter_context(_service(name, config)) for name in SERVICES}
+        client_tls = config.demo_tls.read()
+        addresses = {
+            "police": config.police.listen,
+            "justice": config.justice.listen,
+            "gateway": config.gateway.listen,
+        }
+        for name, address in addresses.items():
+            _wait_healthy(name, address, client_tls, processes[name], config.log_directory)
+        out.write(f"lienthong is running: gateway on {config.gateway.listen} (mutual TLS).\n\n")
+        out.write("Registering sample births through the gateway...\n\n")
+        with secure_channel(config.gateway.listen, client_tls) as channel:
+            registrations = register_samples(channel, code_lists())
+        out.write(format_table(registrations, code_lists()) + "\n\n")
+        out.write(
+            f"Logs (one JSON line per event; the gateway's has one per exchange): "
+            f"{config.log_directory}/\n"
+            "The stack keeps running; press Ctrl-C (or send SIGTERM) to stop it.\n"
+        )
+        out.flush()
+        while not stop.wait(1.0):
+            exited = [name for name, process in processes.items() if process.poll() is not None]
+            if exited:
+                raise StackError(f"{', '.join(exited)} stopped; see {config.log_directory}/")
+        out.write("Stopping: draining in-flight calls...\n")
+        out.flush()
+
+
+class _service:  # noqa: N801 - used as a context manager factory
+    """A service as a child process whose output goes to its log file; stopped on exit."""
+
+    def __init__(self, name: str, config: StackConfig) -> None:
+        self._name, self._config = name, config
+
+    def __enter__(self) -> subprocess.Popen[bytes]:
+        log_path = self._config.log_directory / f"{self._name}.jsonl"
+        command = [
+            sys.executable, "-m", "lienthong.cli", "serve", self._name,
+            "--config", str(self._config.source),
+        ]  # fmt: skip
+        with log_path.open("ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        return self._process
+
+    def __exit__(self, *_: object) -> None:
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def _wait_healthy(
+    name: str, address: str, tls: TlsMaterial, process: subprocess.Popen[bytes], logs: Path
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    with secure_channel(address, tls) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise StackError(
+                    f"{name} exited with status {process.returncode}; see {logs}/{name}.jsonl"
+                )
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except grpc.RpcError:
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+    raise StackError(f"{name} did not become healthy on {address}; see {logs}/{name}.jsonl")

@@ -1,0 +1,252 @@
+"""A birth registration through the real path: officer portal -> gateway -> Justice adapter
+-> gateway -> Police adapter, all over mutual TLS on loopback."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import structlog
+from builders import issue_request
+from cryptography.hazmat.primitives import serialization
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from stack import Stack, start_stack
+
+from certs.pki import create_ca, issue_certificate
+from lienthong import metadata
+from lienthong.civilregistry.v1 import (
+    birth_registration_pb2,
+    birth_registration_service_pb2,
+    birth_registration_service_pb2_grpc,
+)
+from lienthong.demo import SAMPLES, format_table, pin_matches, register_samples, sample_request
+from lienthong.population.v1 import citizen_service_pb2_grpc
+from lienthong.reference import code_lists
+from lienthong.tls import TlsMaterial, secure_channel
+
+REGISTER = "/lienthong.civilregistry.v1.BirthRegistrationService/RegisterBirth"
+ISSUE = "/lienthong.population.v1.CitizenService/IssuePersonalIdentificationNumber"
+PORTAL = "spiffe://lienthong.local/moj/officer-portal"
+REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
+
+
+@pytest.fixture
+def stack(pki, tmp_path: Path) -> Iterator[Stack]:
+    running = start_stack(pki, tmp_path)
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture
+def exchanges() -> Iterator[list[dict]]:
+    """The gateway's exchange log lines written during the test."""
+    with structlog.testing.capture_logs() as events:
+        yield events
+
+
+def _exchange_lines(events: list[dict]) -> list[dict]:
+    return [event for event in events if event["event"] == "exchange"]
+
+
+def _register(channel: grpc.Channel, request) -> birth_registration_pb2.BirthRegistration:
+    stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
+    return stub.RegisterBirth(
+        request, timeout=10, metadata=((metadata.REQUEST_ID, request.request_id),)
+    ).birth_registration
+
+
+def test_each_kind_of_birth_is_registered_and_only_eligible_ones_get_a_matching_pin(
+    stack: Stack,
+) -> None:
+    codes = code_lists()
+    with stack.channel() as channel:
+        registrations = register_samples(channel, codes)
+    by_label = dict(zip((sample.label for sample in SAMPLES), registrations, strict=True))
+    issued = [r for r in registrations if r.pin_status == birth_registration_pb2.PIN_STATUS_ISSUED]
+    assert len(issued) == 4
+    assert all(pin_matches(registration, codes) for registration in issued)
+    assert (
+        by_label[
+            "late first registration, woman born 1999, Hải Phòng"
+        ].personal_identification_number[:6]
+        == "031199"
+    )
+    assert (
+        by_label["foreign element, Vietnamese boy, Đà Nẵng"].personal_identification_number[:4]
+        == "0482"
+    )
+    for label in (
+        "foreign element, Korean girl, Đà Nẵng",
+        "re-registration, man born 1998, Quế Phong",
+    ):
+        assert by_label[label].pin_status == birth_registration_pb2.PIN_STATUS_NOT_APPLICABLE
+        assert by_label[label].personal_identification_number == ""
+    assert "yes" in format_table(registrations, codes)
+
+
+def test_the_gateway_logs_one_line_per_exchange_without_personal_data(
+    stack: Stack, exchanges: list[dict]
+) -> None:
+    with stack.channel() as channel:
+        register_samples(channel, code_lists())
+    lines = _exchange_lines(exchanges)
+    registered = [line for line in lines if line["method"] == REGISTER]
+    issued = [line for line in lines if line["method"] == ISSUE]
+    assert len(registered) == len(SAMPLES)
+    assert len(issued) == 4
+    assert all(line["caller"] == PORTAL and line["status"] == "OK" for line in registered)
+    assert all(line["caller"] == REGISTRY and line["status"] == "OK" for line in issued)
+    assert all(line["request_id"] and len(line["request_sha256"]) == 64 for line in lines)
+    text = repr(exchanges)
+    for personal in ("NGUYỄN", "TRẦN", "BÌNH", "CÚC", "2016-03-14"):
+        assert personal not in text
+
+
+def test_a_repeated_request_returns_the_first_answer(stack: Stack) -> None:
+    request = sample_request(SAMPLES[0], code_lists())
+    with stack.channel() as channel:
+        first = _register(channel, request)
+        again = _register(channel, request)
+    assert again.name == first.name
+    assert again.personal_identification_number == first.personal_identification_number != ""
+
+
+def test_a_registration_succeeds_with_pin_pending_while_the_population_side_is_down(
+    stack: Stack,
+) -> None:
+    stack.stop("police")
+    with stack.channel() as channel:
+        registration = _register(channel, sample_request(SAMPLES[1], code_lists()))
+        assert registration.pin_status == birth_registration_pb2.PIN_STATUS_PENDING
+        stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
+        stored = stub.GetBirthRegistration(
+            birth_registration_service_pb2.GetBirthRegistrationRequest(name=registration.name),
+            timeout=10,
+        ).birth_registration
+    assert stored.registration_number == registration.registration_number
+
+
+def test_invalid_input_comes_back_through_the_gateway_with_field_violations(stack: Stack) -> None:
+    request = sample_request(SAMPLES[0], code_lists())
+    request.birth_registration.child.name.given_name = "AN3"
+    request.birth_registration.registration_unit.code = "99999"
+    with stack.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        _register(channel, request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(raised.value)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad_request) for detail in status.details)
+    fields = {violation.field for violation in bad_request.field_violations}
+    assert {
+        "birth_registration.child.name.given_name",
+        "birth_registration.registration_unit.code",
+    } <= fields
+
+
+def test_a_method_the_policy_does_not_grant_is_denied_and_logged(
+    stack: Stack, exchanges: list[dict]
+) -> None:
+    """The officers' portal may register births but not ask for a PIN itself."""
+    with stack.channel("officer-portal") as channel, pytest.raises(grpc.RpcError) as raised:
+        citizen_service_pb2_grpc.CitizenServiceStub(channel).IssuePersonalIdentificationNumber(
+            issue_request(), timeout=10
+        )
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = error_details_pb2.ErrorInfo()
+    status = rpc_status.from_call(raised.value)
+    assert status is not None
+    assert any(detail.Unpack(info) for detail in status.details)
+    assert info.reason == "NOT_GRANTED"
+    (line,) = _exchange_lines(exchanges)
+    assert (line["caller"], line["method"], line["status"]) == (PORTAL, ISSUE, "PERMISSION_DENIED")
+    assert line["upstream"] is None
+
+
+def test_an_unknown_method_is_unimplemented_and_logged(stack: Stack, exchanges: list[dict]) -> None:
+    with stack.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary("/lienthong.civilregistry.v1.BirthRegistrationService/Nope")(
+            b"", timeout=10
+        )
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert _exchange_lines(exchanges)[0]["status"] == "UNIMPLEMENTED"
+
+
+def test_adapters_accept_calls_from_the_gateway_only(stack: Stack) -> None:
+    """A certificate of the same CA does not let the portal bypass the gateway and its policy."""
+    with (
+        stack.channel("officer-portal", stack.police_address) as channel,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        citizen_service_pb2_grpc.CitizenServiceStub(channel).IssuePersonalIdentificationNumber(
+            issue_request(), timeout=10
+        )
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _call_register(channel: grpc.Channel) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        _register(channel, sample_request(SAMPLES[0], code_lists()))
+    return raised.value
+
+
+def _raw_tls_is_refused(stack: Stack, version: ssl.TLSVersion) -> bool:
+    """Whether a plain TLS client without certificate gets no HTTP/2 byte from the gateway.
+
+    With TLS 1.2 the server aborts the handshake itself; with TLS 1.3 the client's side of the
+    handshake ends first, and the server closes the connection instead of answering.
+    """
+    host, port = stack.gateway_address.split(":")
+    context = ssl.create_default_context(cafile=str(stack.pki.ca_certificate))
+    context.check_hostname = False
+    context.minimum_version = context.maximum_version = version
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                if version == ssl.TLSVersion.TLSv1_2:
+                    return False  # the handshake should not have completed
+                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                return tls.recv(1) == b""
+        except ssl.SSLError:
+            return True
+
+
+def test_a_client_without_certificate_fails_the_tls_handshake(
+    stack: Stack, exchanges: list[dict]
+) -> None:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=stack.pki.ca_certificate.read_bytes()
+    )
+    options = (("grpc.ssl_target_name_override", "localhost"),)
+    with grpc.secure_channel(stack.gateway_address, credentials, options) as channel:
+        assert _call_register(channel).code() == grpc.StatusCode.UNAVAILABLE
+    assert _raw_tls_is_refused(stack, ssl.TLSVersion.TLSv1_2)
+    assert _raw_tls_is_refused(stack, ssl.TLSVersion.TLSv1_3)
+    assert _exchange_lines(exchanges) == []
+
+
+def test_a_client_certificate_from_another_ca_fails_the_tls_handshake(
+    stack: Stack, exchanges: list[dict]
+) -> None:
+    other_ca, other_key = create_ca("another CA")
+    certificate, key = issue_certificate(
+        other_ca, other_key, spiffe_id=PORTAL, server=False, client=True
+    )
+    material = TlsMaterial(
+        stack.pki.ca_certificate.read_bytes(),
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    with secure_channel(stack.gateway_address, material) as channel:
+        assert _call_register(channel).code() == grpc.StatusCode.UNAVAILABLE
+    assert _exchange_lines(exchanges) == []

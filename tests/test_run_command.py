@@ -1,0 +1,113 @@
+"""`lienthong run`, which `make run` calls: the stack as a new user sees it."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from stack import POLICY, free_port
+
+from lienthong.demo import SAMPLES
+
+CONFIG = """
+pki_directory = "pki"
+log_directory = "log"
+
+[gateway]
+listen = "127.0.0.1:{gateway}"
+policy = "{policy}"
+[gateway.tls]
+ca_certificate = "pki/ca.pem"
+certificate = "pki/gateway-server.pem"
+private_key = "pki/gateway-server.key"
+[gateway.upstream_tls]
+ca_certificate = "pki/ca.pem"
+certificate = "pki/gateway-client.pem"
+private_key = "pki/gateway-client.key"
+[gateway.routes]
+"lienthong.civilregistry.v1.BirthRegistrationService" = "127.0.0.1:{justice}"
+"lienthong.population.v1.CitizenService" = "127.0.0.1:{police}"
+
+[justice]
+listen = "127.0.0.1:{justice}"
+database_url = "sqlite:///justice.db"
+gateway = "127.0.0.1:{gateway}"
+trusted_callers = ["spiffe://lienthong.local/gateway"]
+[justice.tls]
+ca_certificate = "pki/ca.pem"
+certificate = "pki/justice.pem"
+private_key = "pki/justice.key"
+
+[police]
+listen = "127.0.0.1:{police}"
+database_url = "sqlite:///police.db"
+trusted_callers = ["spiffe://lienthong.local/gateway"]
+[police.tls]
+ca_certificate = "pki/ca.pem"
+certificate = "pki/police.pem"
+private_key = "pki/police.key"
+
+[demo.tls]
+ca_certificate = "pki/ca.pem"
+certificate = "pki/officer-portal.pem"
+private_key = "pki/officer-portal.key"
+"""
+
+
+def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """What the process printed until ``marker`` (or until it exited or time ran out)."""
+    assert process.stdout is not None
+    stream = process.stdout
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+        seen.set()  # end of output
+
+    threading.Thread(target=read, daemon=True).start()
+    seen.wait(timeout)
+    return "".join(lines)
+
+
+def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "lienthong.toml"
+    config.write_text(
+        CONFIG.format(gateway=free_port(), justice=free_port(), police=free_port(), policy=POLICY),
+        encoding="utf-8",
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "lienthong.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            output = _read_until(process, "press Ctrl-C", timeout=90)
+            assert "press Ctrl-C" in output, output
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    rows = [line for line in output.splitlines() if re.match(r"^\d{3,5}-\d{4}-\d+ ", line)]
+    assert len(rows) == len(SAMPLES)
+    assert sum(line.rstrip().endswith(" yes") for line in rows) == 4
+    assert not any(" NO" in line for line in rows)
+    assert sum(" not_applicable " in line for line in rows) == 2
+    gateway_log = (tmp_path / "log" / "gateway.jsonl").read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in gateway_log]
+    exchanges = [event for event in events if event["event"] == "exchange"]
+    assert len(exchanges) == len(SAMPLES) + 4  # each registration, and each PIN request
+    assert {event["status"] for event in exchanges} == {"OK"}
