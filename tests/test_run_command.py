@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -91,6 +92,7 @@ def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # so that a failed test can stop the services too
     ) as process:
         try:
             output = _read_until(process, "press Ctrl-C", timeout=90)
@@ -99,7 +101,7 @@ def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_
             assert process.wait(timeout=30) == 0
         finally:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
     rows = [line for line in output.splitlines() if re.match(r"^\d{3,5}-\d{4}-\d+ ", line)]
     assert len(rows) == len(SAMPLES)
