@@ -98,7 +98,7 @@ class GatewayPinIssuer:
 def registered_birth(registration: br.BirthRegistration) -> citizen_pb2.RegisteredBirth:
     """What the population database is sent of a registration, and nothing more."""
     child = registration.child
-    return citizen_pb2.RegisteredBirth(
+    birth = citizen_pb2.RegisteredBirth(
         birth_registration=registration.name,
         full_name=child.name,
         date_of_birth=child.date_of_birth,
@@ -110,6 +110,9 @@ def registered_birth(registration: br.BirthRegistration) -> citizen_pb2.Register
         father=_related_person(registration.father),
         mother=_related_person(registration.mother),
     )
+    if registration.HasField("legal_representative"):
+        birth.legal_representative.CopyFrom(_related_person(registration.legal_representative))
+    return birth
 
 
 def _related_person(parent: br.Parent) -> citizen_pb2.RelatedPerson:

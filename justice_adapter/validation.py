@@ -60,6 +60,17 @@ def validate_register_birth(request: service.RegisterBirthRequest, codes: CodeLi
             present=registration.HasField(role),
             child_birth_year=birth_year,
         )
+    if registration.HasField("legal_representative"):
+        if registration.legal_representative.undetermined:
+            v.add(f"{path}.legal_representative.undetermined", "must be false; omit the field")
+        _check_parent(
+            v,
+            f"{path}.legal_representative",
+            registration.legal_representative,
+            codes,
+            present=True,
+            child_birth_year=birth_year,
+        )
     _check_declarant(v, f"{path}.declarant", registration)
     v.raise_if_any()
 

@@ -130,7 +130,7 @@ def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
 
 def _to_message(record: CitizenRecord) -> citizen_pb2.Citizen:
     birth = json_format.ParseDict(record.data, citizen_pb2.RegisteredBirth())
-    return citizen_pb2.Citizen(
+    citizen = citizen_pb2.Citizen(
         name=f"citizens/{record.pin}",
         personal_identification_number=record.pin,
         state=citizen_pb2.CitizenState.ValueType(record.state),
@@ -141,11 +141,12 @@ def _to_message(record: CitizenRecord) -> citizen_pb2.Citizen:
         home_town=birth.home_town,
         ethnicity=birth.ethnicity,
         nationality=birth.nationality,
-        father=birth.father,
-        mother=birth.mother,
-        legal_representative=birth.legal_representative,
         birth_registration=record.birth_registration,
         replaced_by=record.replaced_by or "",
         create_time=_timestamp(record.create_time),
         update_time=_timestamp(record.update_time),
     )
+    for role in ("father", "mother", "legal_representative"):
+        if birth.HasField(role):
+            getattr(citizen, role).CopyFrom(getattr(birth, role))
+    return citizen

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from builders import issue_request
 from cryptography.hazmat.primitives import serialization
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 from stack import Stack, start_stack
 
@@ -25,7 +25,7 @@ from lienthong.civilregistry.v1 import (
     birth_registration_service_pb2_grpc,
 )
 from lienthong.demo import SAMPLES, format_table, pin_matches, register_samples, sample_request
-from lienthong.population.v1 import citizen_service_pb2_grpc
+from lienthong.population.v1 import citizen_service_pb2, citizen_service_pb2_grpc
 from lienthong.reference import code_lists
 from lienthong.tls import TlsMaterial, secure_channel
 
@@ -250,3 +250,30 @@ def test_a_client_certificate_from_another_ca_fails_the_tls_handshake(
     with secure_channel(stack.gateway_address, material) as channel:
         assert _call_register(channel).code() == grpc.StatusCode.UNAVAILABLE
     assert _exchange_lines(exchanges) == []
+
+
+def test_a_bulk_import_streams_through_the_gateway_with_an_answer_per_item(
+    stack: Stack, exchanges: list[dict]
+) -> None:
+    """Bidirectional streaming is forwarded as a stream: each item gets its own outcome."""
+    items = [
+        issue_request("birthRegistrations/00004-2015-1"),
+        issue_request("birthRegistrations/00004-2015-2", nationality="KR"),
+        issue_request("birthRegistrations/00004-2015-3"),
+    ]
+    requests = [
+        citizen_service_pb2.StreamIssuePersonalIdentificationNumbersRequest(
+            request_id=item.request_id, registered_birth=item.registered_birth
+        )
+        for item in items
+    ]
+    with stack.channel("justice") as channel:
+        stub = citizen_service_pb2_grpc.CitizenServiceStub(channel)
+        answers = list(stub.StreamIssuePersonalIdentificationNumbers(iter(requests), timeout=10))
+    assert [answer.request_id for answer in answers] == [item.request_id for item in items]
+    assert [answer.WhichOneof("result") for answer in answers] == ["issued", "failure", "issued"]
+    assert answers[1].failure.code == code_pb2.FAILED_PRECONDITION
+    assert answers[0].issued.personal_identification_number[:6] == "001316"
+    (line,) = _exchange_lines(exchanges)
+    assert line["status"] == "OK"
+    assert line["request_bytes"] == sum(request.ByteSize() for request in requests)

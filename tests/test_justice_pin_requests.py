@@ -173,3 +173,21 @@ def test_pin_fits_uses_the_pin_code_of_the_province_of_the_unit():
     entered = committed(unit_code=KIM_SON, sex=sex_pb2.SEX_MALE, born=(1999, 1, 1))
 
     assert pin_fits("040099000001", entered, code_lists())
+
+
+def test_a_legal_representative_is_sent_when_neither_parent_is_determined(population):
+    service, issuer = population
+    entered = committed()
+    guardian = br.Parent()
+    guardian.CopyFrom(entered.father)
+    entered.legal_representative.CopyFrom(guardian)
+    entered.father.CopyFrom(br.Parent(undetermined=True))
+    entered.mother.CopyFrom(br.Parent(undetermined=True))
+
+    issuer.issue(entered, str(uuid.uuid4()))
+
+    (sent,) = service.requests
+    assert sent.registered_birth.legal_representative == citizen_pb2.RelatedPerson(
+        full_name=guardian.name, nationality=guardian.nationality
+    )
+    assert sent.registered_birth.father == citizen_pb2.RelatedPerson(undetermined=True)

@@ -303,6 +303,7 @@ class BirthRegistration(_message.Message):
     REGISTERING_OFFICER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    LEGAL_REPRESENTATIVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name is the resource name "birthRegistrations/{unit_code}-{year}-{number}", for example
     "birthRegistrations/00004-2016-17". Output only.
@@ -355,6 +356,12 @@ class BirthRegistration(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Update time is when the registration last changed. Output only."""
 
+    @_builtins.property
+    def legal_representative(self) -> Global___Parent:
+        """Legal representative of the child (guardian) when neither parent is determined; it is
+        sent to the population database with the parents. Optional; never undetermined.
+        """
+
     def __init__(
         self,
         *,
@@ -372,10 +379,11 @@ class BirthRegistration(_message.Message):
         registering_officer: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        legal_representative: Global___Parent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "create_time", b"create_time", "declarant", b"declarant", "father", b"father", "mother", b"mother", "registration_date", b"registration_date", "registration_unit", b"registration_unit", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "create_time", b"create_time", "declarant", b"declarant", "father", b"father", "legal_representative", b"legal_representative", "mother", b"mother", "registration_date", b"registration_date", "registration_unit", b"registration_unit", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "create_time", b"create_time", "declarant", b"declarant", "father", b"father", "mother", b"mother", "name", b"name", "personal_identification_number", b"personal_identification_number", "pin_status", b"pin_status", "procedure", b"procedure", "registering_officer", b"registering_officer", "registration_date", b"registration_date", "registration_number", b"registration_number", "registration_unit", b"registration_unit", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "create_time", b"create_time", "declarant", b"declarant", "father", b"father", "legal_representative", b"legal_representative", "mother", b"mother", "name", b"name", "personal_identification_number", b"personal_identification_number", "pin_status", b"pin_status", "procedure", b"procedure", "registering_officer", b"registering_officer", "registration_date", b"registration_date", "registration_number", b"registration_number", "registration_unit", b"registration_unit", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
