@@ -142,15 +142,7 @@ class _Forward:
         exchange, channel, options = self._admit(context)
         exchange.saw_request(request)
         future = channel.unary_unary(self._method.path, None, None).future(request, **options)
-        context.add_callback(future.cancel)
-        try:
-            response: bytes = future.result()
-        except grpc.RpcError as error:
-            _relay_error(context, exchange, error)
-        context.set_trailing_metadata(future.trailing_metadata())
-        exchange.saw_response(response)
-        exchange.finish(grpc.StatusCode.OK)
-        return response
+        return self._relay_response(future, context, exchange)
 
     def stream_unary(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         """Forward a client-streaming call."""
@@ -158,11 +150,22 @@ class _Forward:
         future = channel.stream_unary(self._method.path, None, None).future(
             exchange.requests(requests), **options
         )
+        return self._relay_response(future, context, exchange)
+
+    @staticmethod
+    def _relay_response(
+        future: Any,  # noqa: ANN401 - grpc's call future has no public type
+        context: grpc.ServicerContext,
+        exchange: Exchange,
+    ) -> bytes:
         context.add_callback(future.cancel)
         try:
             response: bytes = future.result()
         except grpc.RpcError as error:
             _relay_error(context, exchange, error)
+        except grpc.FutureCancelledError:  # the caller went away and the call was cancelled
+            exchange.finish(grpc.StatusCode.CANCELLED)
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the caller")
         context.set_trailing_metadata(future.trailing_metadata())
         exchange.saw_response(response)
         exchange.finish(grpc.StatusCode.OK)
