@@ -1,7 +1,8 @@
 """Command line of the development PKI.
 
-Usage: ``python -m certs init [--dir certs/dev] [--force]`` and
-``python -m certs show [--dir certs/dev]``.
+Usage: ``python -m certs init [--dir certs/dev] [--force]``,
+``python -m certs show [--dir certs/dev]`` and ``python -m certs revoke NAME [--dir certs/dev]``
+(which adds ``{dir}/{NAME}.pem`` to the CA's CRL and prints the CRL's path).
 """
 
 import argparse
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certs.pki import SYSTEMS, init_dev_pki, load_pki
+from certs.pki import SYSTEMS, init_dev_pki, load_pki, revoke
 from lienthong.identity import spiffe_id_of
 
 DEFAULT_DIRECTORY = Path("certs/dev")
@@ -23,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments.command == "init":
             _init(arguments.dir, force=arguments.force)
+        elif arguments.command == "revoke":
+            _revoke(arguments.dir, arguments.name)
         else:
             _show(arguments.dir)
     except (OSError, ValueError, TypeError) as error:
@@ -39,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="create the CA and every system's certificate")
     init.add_argument("--force", action="store_true", help="recreate everything, CA included")
     show = commands.add_parser("show", help="list each certificate's subject, SPIFFE ID, expiry")
-    for command in (init, show):
+    revoke_ = commands.add_parser(
+        "revoke", help="add a system's certificate to the CA's CRL and print the CRL's path"
+    )
+    revoke_.add_argument("name", help="the system whose certificate {dir}/{name}.pem is revoked")
+    for command in (init, show, revoke_):
         command.add_argument(
             "--dir",
             type=Path,
@@ -71,6 +78,12 @@ def _show(directory: Path) -> None:
     for system in SYSTEMS:
         pem = pki.paths(system.name).certificate.read_bytes()
         _describe(system.name, x509.load_pem_x509_certificate(pem), ca=False)
+
+
+def _revoke(directory: Path, name: str) -> None:
+    pki = load_pki(directory)
+    certificate = x509.load_pem_x509_certificate(pki.paths(name).certificate.read_bytes())
+    _say(str(revoke(pki, certificate)))
 
 
 def _describe(name: str, certificate: x509.Certificate, *, ca: bool) -> None:

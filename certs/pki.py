@@ -1,7 +1,8 @@
 """A development CA and the SPIFFE X.509-SVIDs it issues to every lienthong system.
 
 For local runs and tests only: private keys are written unencrypted (mode 0o600).
-Certificates follow RFC 5280 and the SPIFFE X.509-SVID specification.
+Certificates follow RFC 5280 and the SPIFFE X.509-SVID specification; so does the CA's
+certificate revocation list, ``crl.pem``, which ``revoke`` extends.
 """
 
 import ipaddress
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -27,8 +29,11 @@ ORGANIZATION: Final = "lienthong"
 CLOCK_SKEW: Final = timedelta(minutes=5)
 # The longest validity browsers accept; nothing needs longer for development.
 LEAF_VALIDITY: Final = timedelta(days=825)
+# A CRL's nextUpdate: relying parties warn about an older one, so revoke again or reissue weekly.
+CRL_VALIDITY: Final = timedelta(days=7)
 
 _CA_STEM: Final = "ca"
+_CRL_NAME: Final = "crl.pem"
 _FILE_STEM: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_COMMON_NAME: Final = 64  # ub-common-name, RFC 5280 appendix A.1
 _PRIVATE_MODE: Final = 0o600
@@ -210,6 +215,7 @@ def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
     if new_ca:
         ca = create_ca(CA_COMMON_NAME)
         write_certificate(*ca, CertificatePaths(pki.ca_certificate, pki.ca_private_key))
+        crl_path(pki).unlink(missing_ok=True)  # the old CA's CRL would not verify
     for system in SYSTEMS:
         paths = pki.paths(system.name)
         # Leaves of a replaced CA would no longer verify, so a new CA reissues them all.
@@ -221,6 +227,8 @@ def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
             *ca, spiffe_id=system.spiffe_id, server=system.server, client=system.client
         )
         write_certificate(cert, key, paths)
+    # The gateway is configured with the CRL from the start, before anything is revoked.
+    ensure_crl(pki)
     return pki
 
 
@@ -238,6 +246,57 @@ def load_pki(directory: Path) -> DevPki:
             f"run `python -m certs init --dir {directory}`"
         )
     return pki
+
+
+def crl_path(pki: DevPki) -> Path:
+    """Where the CA's certificate revocation list (PEM) is: ``crl.pem`` in the PKI directory."""
+    return pki.directory / _CRL_NAME
+
+
+def ensure_crl(pki: DevPki) -> Path:
+    """Create an empty CRL signed by the CA unless ``crl.pem`` exists; return its path.
+
+    A gateway can then be configured with the CRL before anything is revoked.
+    """
+    path = crl_path(pki)
+    if not path.exists():
+        _write_crl(path, *_load_ca(pki), entries=[], number=1)
+    return path
+
+
+def revoke(
+    pki: DevPki,
+    certificate: x509.Certificate,
+    *,
+    reason: x509.ReasonFlags = x509.ReasonFlags.key_compromise,
+) -> Path:
+    """Add ``certificate`` to the CA's CRL and return the CRL's path.
+
+    The CRL is created if absent; earlier revocations are kept (a certificate revoked again
+    keeps its first entry), the CRL number goes up by one, and the new CRL is valid from now
+    for CRL_VALIDITY. The file is replaced atomically, so a gateway never reads half of it.
+    Two revocations running at once in one directory may lose one: this is a development
+    tool, run by hand. ValueError if the certificate is not a leaf of this CA or the
+    existing CRL is not this CA's.
+    """
+    if reason is x509.ReasonFlags.remove_from_crl:
+        # removeFromCRL belongs in delta CRLs only (RFC 5280 section 5.3.1).
+        raise ValueError("removeFromCRL is not a reason to revoke a certificate")
+    ca_cert, ca_key = _load_ca(pki)
+    _check_issued_by(certificate, ca_cert, pki)
+    path = crl_path(pki)
+    previous = _read_crl(path, ca_cert)
+    entries = list(previous) if previous is not None else []
+    number = _crl_number(previous) + 1 if previous is not None else 1
+    if all(entry.serial_number != certificate.serial_number for entry in entries):
+        entry = x509.RevokedCertificateBuilder().serial_number(certificate.serial_number)
+        entry = entry.revocation_date(datetime.now(UTC))
+        # RFC 5280 section 5.3.1: the reason code unspecified SHOULD be absent.
+        if reason is not x509.ReasonFlags.unspecified:
+            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        entries.append(entry.build())
+    _write_crl(path, ca_cert, ca_key, entries=entries, number=number)
+    return path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -316,6 +375,73 @@ def _load_ca(pki: DevPki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
             f"run `python -m certs init --force --dir {pki.directory}` to start over"
         )
     return certificate, key
+
+
+def _check_issued_by(certificate: x509.Certificate, ca_cert: x509.Certificate, pki: DevPki) -> None:
+    serial = f"{certificate.serial_number:x}"
+    # The CA is self-issued, so it would pass the check below; its own CRL cannot revoke it.
+    if certificate == ca_cert:
+        raise ValueError("the CA cannot revoke itself; remove the PKI and run init instead")
+    try:
+        certificate.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ValueError(
+            f"certificate {serial} was not issued by the CA in {pki.directory}"
+        ) from None
+
+
+def _read_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList | None:
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        crl = x509.load_pem_x509_crl(pem)
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM CRL; move it away to start a new one") from None
+    # Extending another CA's CRL (say, after `init --force`) would re-sign its entries.
+    public_key = ca_cert.public_key()
+    if not (
+        crl.issuer == ca_cert.subject
+        and isinstance(public_key, ec.EllipticCurvePublicKey)
+        and crl.is_signature_valid(public_key)
+    ):
+        raise ValueError(
+            f"{path} is not signed by the CA in {path.parent}; move it away to start a new one"
+        )
+    return crl
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        # A CRL made by another tool may lack the number; ours then starts the count.
+        return 0
+
+
+def _write_crl(
+    path: Path,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    *,
+    entries: list[x509.RevokedCertificate],
+    number: int,
+) -> None:
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + CRL_VALIDITY)
+        # Both extensions are required in every CRL (RFC 5280 sections 5.2.1 and 5.2.3).
+        .add_extension(_authority_key_identifier(ca_cert, ca_key), critical=False)
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write_file(path, crl.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE)
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:

@@ -9,16 +9,19 @@ grpc-status-details-bin) come back to the caller unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from gateway.admission import Gatekeeper
+from gateway.credentials import Upstreams
 from gateway.exchange_log import Exchange
-from gateway.policy import Policy
+from gateway.metrics import GatewayMetrics
 from lienthong import errors, metadata
 from lienthong.contracts import Method
-from lienthong.grpc_server import status_of
-from lienthong.identity import peer_identity
+from lienthong.grpc_server import code_of, status_of
+from lienthong.identity import peer_certificate, peer_identity
 
 DOMAIN = "gateway.lienthong.gov.vn"
 # grpcio reports "no deadline" as a huge time remaining; beyond this a call gets the default.
@@ -29,35 +32,21 @@ _TRANSPORT_KEYS = frozenset(
 )
 
 
-class Upstreams:
-    """One mTLS channel per upstream address, shared by all calls."""
-
-    def __init__(self, channels: dict[str, grpc.Channel], routes: dict[str, str]) -> None:
-        """``routes`` maps a service's full name to an address in ``channels``."""
-        self._channels = channels
-        self._routes = routes
-
-    def for_service(self, service: str) -> tuple[str, grpc.Channel] | None:
-        """The address and channel of the service's upstream, or None when unrouted."""
-        address = self._routes.get(service)
-        if address is None:
-            return None
-        return address, self._channels[address]
-
-    def close(self) -> None:
-        """Close every channel."""
-        for channel in self._channels.values():
-            channel.close()
-
-
 class ForwardingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Admits, routes and forwards every call to a contract method."""
 
-    def __init__(self, methods: dict[str, Method], policy: Policy, upstreams: Upstreams) -> None:
-        """Serve ``methods`` under ``policy`` through ``upstreams``."""
+    def __init__(
+        self,
+        methods: dict[str, Method],
+        gatekeeper: Gatekeeper,
+        upstreams: Upstreams,
+        metrics: GatewayMetrics,
+        *,
+        upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+    ) -> None:
+        """Serve ``methods``, admitted by ``gatekeeper``, through ``upstreams``."""
         self._methods = methods
-        self._policy = policy
-        self._upstreams = upstreams
+        self._forwarding = _Forwarding(gatekeeper, upstreams, metrics, upstream_timeout)
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
@@ -69,7 +58,7 @@ class ForwardingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         method = self._methods.get(path)
         if method is None:
             return grpc.unary_unary_rpc_method_handler(self._unknown(path))
-        forward = _Forward(method, self._policy, self._upstreams)
+        forward = _Forward(method, self._forwarding)
         if method.client_streaming and method.server_streaming:
             return grpc.stream_stream_rpc_method_handler(forward.stream_stream)
         if method.client_streaming:
@@ -97,42 +86,58 @@ def _exchange(path: str, context: grpc.ServicerContext) -> Exchange:
         caller=peer_identity(context),
         purpose=metadata.first(invocation, metadata.PURPOSE),
         request_id=metadata.first(invocation, metadata.REQUEST_ID),
+        on_behalf_of=metadata.first(invocation, metadata.ON_BEHALF_OF),
     )
+
+
+@dataclass(frozen=True)
+class _Forwarding:
+    """What every forwarded call needs, shared by all methods."""
+
+    gatekeeper: Gatekeeper
+    upstreams: Upstreams
+    metrics: GatewayMetrics
+    upstream_timeout: float
 
 
 class _Forward:
     """The four cardinalities of forwarding one method."""
 
-    def __init__(self, method: Method, policy: Policy, upstreams: Upstreams) -> None:
+    def __init__(self, method: Method, forwarding: _Forwarding) -> None:
         self._method = method
-        self._policy = policy
-        self._upstreams = upstreams
+        self._forwarding = forwarding
 
     def _admit(
         self, context: grpc.ServicerContext
     ) -> tuple[Exchange, grpc.Channel, dict[str, Any]]:
-        """Identify, authorise and route the call, or answer it with the refusal."""
+        """Identify, authorise, limit and route the call, or answer it with the refusal."""
         exchange = _exchange(self._method.path, context)
-        refusal: errors.LienthongError | None = None
-        route = self._upstreams.for_service(self._method.service)
-        if exchange.caller is None:
-            refusal = errors.PermissionDenied(
-                "the client certificate has no lienthong identity", reason="NO_IDENTITY"
+        forwarding = self._forwarding
+        try:
+            caller = forwarding.gatekeeper.admit(exchange, peer_certificate(context))
+        except errors.LienthongError as refusal:
+            code = code_of(refusal)
+            forwarding.metrics.rejected(
+                exchange.caller or "unknown", self._method.path, refusal.reason, code.name
             )
-        elif not self._policy.allows(exchange.caller, self._method.path):
-            refusal = errors.PermissionDenied(
-                f"{exchange.caller} is not granted {self._method.path}", reason="NOT_GRANTED"
-            )
-        if refusal is not None:
-            exchange.finish(grpc.StatusCode.PERMISSION_DENIED)
+            exchange.finish(code)
             context.abort_with_status(status_of(refusal, DOMAIN))
+            raise AssertionError("unreachable") from refusal  # abort raises
+        forwarding.metrics.started(caller)
+        exchange.when_finished(
+            lambda code: forwarding.metrics.finished(
+                caller, self._method.path, code.name, exchange.elapsed()
+            )
+        )
+        route = forwarding.upstreams.for_service(self._method.service)
         if route is None:
             exchange.finish(grpc.StatusCode.UNIMPLEMENTED)
             context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{self._method.service} is not routed")
-        assert route is not None  # noqa: S101 - abort raised otherwise
+            raise AssertionError("unreachable")
         exchange.upstream, channel = route
+        context.add_callback(lambda: exchange.finish(grpc.StatusCode.CANCELLED))
         call_options = {
-            "timeout": _timeout(context),
+            "timeout": _timeout(context, forwarding.upstream_timeout),
             "metadata": _upstream_metadata(context, exchange),
         }
         return exchange, channel, call_options
@@ -204,10 +209,11 @@ class _Forward:
         exchange.finish(grpc.StatusCode.OK)
 
 
-def _timeout(context: grpc.ServicerContext) -> float:
+def _timeout(context: grpc.ServicerContext, limit: float) -> float:
+    """The caller's deadline, clamped to the upstream timeout (and "no deadline" with it)."""
     remaining = context.time_remaining()
-    if remaining is None or remaining > DEFAULT_UPSTREAM_TIMEOUT:
-        return DEFAULT_UPSTREAM_TIMEOUT
+    if remaining is None or remaining > limit:
+        return limit
     return max(remaining, 0.0)
 
 

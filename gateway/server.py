@@ -3,39 +3,128 @@
 from __future__ import annotations
 
 from concurrent import futures
+from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
-from gateway.forwarding import ForwardingHandler, Upstreams
-from gateway.policy import load_policy
+from gateway.admission import Gatekeeper
+from gateway.credentials import Upstreams, rotating_server_credentials
+from gateway.forwarding import ForwardingHandler
+from gateway.limits import CallerLimits, LimitSettings
+from gateway.metrics import GatewayMetrics, MetricsServer, start_metrics_server
+from gateway.policy import PolicyStore
+from gateway.revocation import CrlSet
+from gateway.upstream_health import UpstreamHealth
 from lienthong.config import GatewayConfig
-from lienthong.contracts import methods
+from lienthong.contracts import Method, methods
 from lienthong.serving import serve_until_signalled
-from lienthong.tls import secure_channel, server_credentials
 
 
-def create_server(config: GatewayConfig, *, max_workers: int = 32) -> tuple[grpc.Server, int]:
-    """Build the gateway, bound but not started, and return it with its port."""
-    contract_methods = methods()
-    policy = load_policy(config.policy, contract_methods)
-    upstream_tls = config.upstream_tls.read()
-    channels = {
-        address: secure_channel(address, upstream_tls) for address in set(config.routes.values())
-    }
-    upstreams = Upstreams(channels, dict(config.routes))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+@dataclass
+class Gateway:
+    """A built gateway: its server and the parts that live and stop with it."""
+
+    server: grpc.Server
+    port: int
+    metrics: GatewayMetrics
+    health: UpstreamHealth
+    upstreams: Upstreams
+    metrics_address: str | None
+    _metrics_server: MetricsServer | None = field(default=None, init=False)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on, once started."""
+        return self._metrics_server.port if self._metrics_server else None
+
+    def start_companions(self) -> None:
+        """Start what runs beside the server: upstream health polling and /metrics."""
+        if self.metrics_address:
+            self._metrics_server = start_metrics_server(self.metrics, self.metrics_address)
+        self.health.start()
+
+    def start(self) -> None:
+        """Serve calls, health polling and metrics."""
+        self.start_companions()
+        self.server.start()
+
+    def drain(self) -> None:
+        """Report NOT_SERVING, so that load balancers stop sending new calls."""
+        self.health.stop()
+
+    def close(self) -> None:
+        """Release the upstream channels and the metrics listener, after the server stopped."""
+        self.upstreams.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain, let in-flight calls finish for ``grace`` seconds, then release everything."""
+        self.drain()
+        self.server.stop(grace).wait()
+        self.close()
+
+
+def create_gateway(
+    config: GatewayConfig, *, contract_methods: dict[str, Method] | None = None
+) -> Gateway:
+    """Build the gateway, bound but not started.
+
+    ``contract_methods`` defaults to every method of the contracts; tests may route others.
+    """
+    known = methods() if contract_methods is None else contract_methods
+    limits = config.limits
+    size_options: list[tuple[str, str | int]] = [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+    ]
+    # An upstream that restarts is reached again within a second, not after grpc's default
+    # backoff of up to two minutes during which every call fails fast.
+    reconnect_options: list[tuple[str, str | int]] = [
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+    upstreams = Upstreams(
+        config.routes, config.upstream_tls, options=[*size_options, *reconnect_options]
+    )
+    metrics = GatewayMetrics()
+    gatekeeper = Gatekeeper(
+        PolicyStore(config.policy, known),
+        CrlSet(list(config.crls), config.tls.ca_certificate) if config.crls else None,
+        CallerLimits(LimitSettings(limits.rate_per_second, limits.burst, limits.max_concurrent)),
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max(32, 2 * limits.max_concurrent)),
+        options=size_options,
+    )
     health_servicer = health.HealthServicer()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_generic_rpc_handlers([ForwardingHandler(contract_methods, policy, upstreams)])
-    port = server.add_secure_port(config.listen, server_credentials(config.tls.read()))
+    services = sorted({method.service for method in known.values()})
+    reflection.enable_server_reflection(
+        [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    server.add_generic_rpc_handlers(
+        [
+            ForwardingHandler(
+                known, gatekeeper, upstreams, metrics, upstream_timeout=limits.upstream_timeout
+            )
+        ]
+    )
+    port = server.add_secure_port(config.listen, rotating_server_credentials(config.tls))
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
-    return server, port
+    upstream_health = UpstreamHealth(health_servicer, upstreams, metrics)
+    return Gateway(server, port, metrics, upstream_health, upstreams, config.metrics_listen)
 
 
 def serve(config: GatewayConfig) -> None:
     """Run the gateway until SIGTERM or SIGINT, then drain."""
-    server, port = create_server(config)
-    serve_until_signalled(server, "gateway", port)
+    gateway = create_gateway(config)
+    gateway.start_companions()
+    try:
+        serve_until_signalled(gateway.server, "gateway", gateway.port, on_drain=gateway.drain)
+    finally:
+        gateway.close()

@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from certs.__main__ import main as certs_main  # noqa: PLC0415 - only this command needs it
 
         return certs_main(arguments.args)
+    if arguments.command == "policy":
+        return _policy_check(arguments.policy)
     try:
         config = load_config(arguments.config)
     except ConfigError as error:
@@ -52,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     certs.add_argument("args", nargs=argparse.REMAINDER)
 
+    policy = commands.add_parser("policy", help="access policy tools")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser(
+        "check", help="check a policy file against the contracts (methods, identities, purposes)"
+    )
+    check.add_argument("policy", type=Path, help="the policy file, e.g. config/policy.toml")
+
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=("gateway", "justice", "police"))
     _config_argument(serve)
@@ -69,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(demo)
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _policy_check(path: Path) -> int:
+    from gateway.policy import PolicyError, load_policy  # noqa: PLC0415
+    from lienthong.contracts import methods  # noqa: PLC0415
+
+    try:
+        policy = load_policy(path, methods())
+    except PolicyError as error:
+        sys.stderr.write(f"lienthong: {error}\n")
+        return 1
+    callers = {caller for caller, _ in policy.grants}
+    sys.stdout.write(
+        f"{path}: valid; {len(policy.grants)} (caller, method) grants for {len(callers)} callers\n"
+    )
+    return 0
 
 
 def _serve(arguments: argparse.Namespace, config: StackConfig) -> int:

@@ -20,14 +20,28 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class GatewayLimits:
+    """Per-caller limits of the gateway, and the size of one message."""
+
+    rate_per_second: float = 200.0
+    burst: int = 400
+    max_concurrent: int = 64
+    max_message_bytes: int = 4 * 1024 * 1024
+    upstream_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
-    """The gateway: its listener, policy, upstream routes and both TLS legs."""
+    """The gateway: its listener, policy, upstream routes, both TLS legs and its limits."""
 
     listen: str
     tls: TlsFiles
     upstream_tls: TlsFiles
     policy: Path
     routes: dict[str, str]
+    crls: tuple[Path, ...] = ()
+    metrics_listen: str | None = None
+    limits: GatewayLimits = GatewayLimits()
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,35 @@ class _Section:
             url = prefix + str((self.base / url.removeprefix(prefix)).resolve())
         return url
 
+    def number(self, key: str, default: float, *, minimum: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise ConfigError(f"{self.name}.{key} must be a number of at least {minimum}")
+        return float(value)
+
+    def paths(self, key: str) -> tuple[Path, ...]:
+        values = self.data.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{self.name}.{key} must be a list of paths")
+        return tuple((self.base / value).resolve() for value in values)
+
+    def limits(self) -> GatewayLimits:
+        section = _Section(self.data.get("limits", {}), f"{self.name}.limits", self.base)
+        defaults = GatewayLimits()
+        return GatewayLimits(
+            rate_per_second=section.number("rate_per_second", defaults.rate_per_second, minimum=0),
+            burst=int(section.number("burst", defaults.burst, minimum=1)),
+            max_concurrent=int(
+                section.number("max_concurrent", defaults.max_concurrent, minimum=1)
+            ),
+            max_message_bytes=int(
+                section.number("max_message_bytes", defaults.max_message_bytes, minimum=1024)
+            ),
+            upstream_timeout=section.number(
+                "upstream_timeout", defaults.upstream_timeout, minimum=0.001
+            ),
+        )
+
     def identities(self, key: str) -> frozenset[str]:
         values = self.data.get(key)
         if not isinstance(values, list) or not values:
@@ -129,6 +172,9 @@ def load_config(path: Path) -> StackConfig:
             upstream_tls=gateway.tls("upstream_tls"),
             policy=gateway.path("policy"),
             routes=dict(routes),
+            crls=gateway.paths("crls"),
+            metrics_listen=gateway.data.get("metrics_listen") or None,
+            limits=gateway.limits(),
         ),
         justice=JusticeConfig(
             listen=justice.text("listen"),

@@ -7,6 +7,7 @@
      ├── NotFound                                      -> NOT_FOUND
      ├── AlreadyExists                                 -> ALREADY_EXISTS
      ├── FailedPrecondition                            -> FAILED_PRECONDITION
+     ├── Unauthenticated                               -> UNAUTHENTICATED
      ├── PermissionDenied                              -> PERMISSION_DENIED
      ├── ResourceExhausted                             -> RESOURCE_EXHAUSTED
      └── Unavailable                                   -> UNAVAILABLE
@@ -33,10 +34,13 @@ class LienthongError(Exception):
 
     reason = "ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        """Keep the developer-facing message and, optionally, a more precise reason."""
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Keep the developer-facing message, optionally a more precise reason and details."""
         super().__init__(message)
         self.message = message
+        self.metadata = metadata or {}
         if reason is not None:
             self.reason = reason
 
@@ -69,6 +73,12 @@ class FailedPrecondition(LienthongError):
     """The request is valid but the system is not in a state to perform it."""
 
     reason = "FAILED_PRECONDITION"
+
+
+class Unauthenticated(LienthongError):
+    """The caller's credentials are not acceptable (revoked, or unfit for a client)."""
+
+    reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(LienthongError):

@@ -28,10 +28,19 @@ _CODES: dict[type[errors.LienthongError], int] = {
     errors.NotFound: code_pb2.NOT_FOUND,
     errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
     errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unavailable: code_pb2.UNAVAILABLE,
 }
+
+
+def code_of(error: errors.LienthongError) -> grpc.StatusCode:
+    """The gRPC status code of a domain error."""
+    number = next((code for kind, code in _CODES.items() if isinstance(error, kind)), None)
+    return next(
+        (code for code in grpc.StatusCode if code.value[0] == number), grpc.StatusCode.UNKNOWN
+    )
 
 
 def status_of(error: errors.LienthongError, domain: str) -> grpc.Status:
@@ -40,7 +49,9 @@ def status_of(error: errors.LienthongError, domain: str) -> grpc.Status:
         (code for kind, code in _CODES.items() if isinstance(error, kind)), code_pb2.UNKNOWN
     )
     status = status_pb2.Status(code=code, message=error.message)
-    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain))
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    )
     if isinstance(error, errors.InvalidArgument):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[

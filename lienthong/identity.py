@@ -58,15 +58,19 @@ def _identity_of_pem(pem: bytes) -> str | None:
         return None
 
 
+def peer_certificate(context: grpc.ServicerContext) -> bytes | None:
+    """The PEM of the peer's verified certificate, or None without one."""
+    # grpc-stubs types the values as bytes; grpcio gives a list of bytes per property.
+    properties = cast("Mapping[str, list[bytes]]", context.auth_context())
+    pems = properties.get("x509_pem_cert")
+    return pems[0] if pems else None
+
+
 def peer_identity(context: grpc.ServicerContext) -> str | None:
     """The verified SPIFFE ID of the peer, or None when it has no acceptable certificate.
 
     grpc has already verified the chain; the parsed identity is cached by certificate, so a
     connection's calls parse it once.
     """
-    # grpc-stubs types the values as bytes; grpcio gives a list of bytes per property.
-    properties = cast("Mapping[str, list[bytes]]", context.auth_context())
-    pems = properties.get("x509_pem_cert")
-    if not pems:
-        return None
-    return _identity_of_pem(pems[0])
+    pem = peer_certificate(context)
+    return None if pem is None else _identity_of_pem(pem)

@@ -36,15 +36,16 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with ExitStack() as cleanup:
-        processes = {name: cleanup.enter_context(_service(name, config)) for name in SERVICES}
         client_tls = config.demo_tls.read()
         addresses = {
             "police": config.police.listen,
             "justice": config.justice.listen,
             "gateway": config.gateway.listen,
         }
-        for name, address in addresses.items():
-            _wait_healthy(name, address, client_tls, processes[name], config.log_directory)
+        processes = {}
+        for name in SERVICES:  # each healthy before the next, which calls it, starts
+            processes[name] = cleanup.enter_context(_service(name, config))
+            _wait_healthy(name, addresses[name], client_tls, processes[name], config.log_directory)
         out.write(f"lienthong is running: gateway on {config.gateway.listen} (mutual TLS).\n\n")
         out.write("Registering sample births through the gateway...\n\n")
         with secure_channel(config.gateway.listen, client_tls) as channel:

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from certs.pki import DevPki
-from gateway.server import create_server as create_gateway
+from gateway.server import Gateway, create_gateway
 from justice_adapter.server import create_server as create_justice
 from lienthong.config import GatewayConfig, JusticeConfig, PoliceConfig
 from lienthong.tls import TlsFiles, secure_channel
@@ -41,6 +41,7 @@ class Stack:
     justice_address: str
     police_address: str
     servers: dict[str, grpc.Server]
+    gateway: Gateway
 
     def channel(self, system: str = "officer-portal", address: str | None = None) -> grpc.Channel:
         """A channel to the gateway (or ``address``) presenting ``system``'s certificate."""
@@ -50,6 +51,7 @@ class Stack:
         self.servers[name].stop(grace=None).wait()
 
     def stop_all(self) -> None:
+        self.gateway.stop(grace=None)
         for server in self.servers.values():
             server.stop(grace=None).wait()
 
@@ -71,7 +73,7 @@ def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack
             gateway_address, trusted,
         )
     )  # fmt: skip
-    gateway, _ = create_gateway(
+    gateway = create_gateway(
         GatewayConfig(
             listen=gateway_address,
             tls=tls_of(pki, "gateway-server"),
@@ -82,9 +84,12 @@ def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack
                 "lienthong.civilregistry.v1.OfficerService": justice_address,
                 "lienthong.population.v1.CitizenService": police_address,
             },
+            crls=(pki.directory / "crl.pem",),
+            metrics_listen="127.0.0.1:0",
         )
     )
-    servers = {"police": police, "justice": justice, "gateway": gateway}
+    servers = {"police": police, "justice": justice}
     for server in servers.values():
         server.start()
-    return Stack(pki, gateway_address, justice_address, police_address, servers)
+    gateway.start()
+    return Stack(pki, gateway_address, justice_address, police_address, servers, gateway)

@@ -56,7 +56,12 @@ def _exchange_lines(events: list[dict]) -> list[dict]:
 def _register(channel: grpc.Channel, request) -> birth_registration_pb2.BirthRegistration:
     stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
     return stub.RegisterBirth(
-        request, timeout=10, metadata=((metadata.REQUEST_ID, request.request_id),)
+        request,
+        timeout=10,
+        metadata=(
+            (metadata.REQUEST_ID, request.request_id),
+            (metadata.PURPOSE, "birth-registration"),
+        ),
     ).birth_registration
 
 
@@ -127,6 +132,7 @@ def test_a_registration_succeeds_with_pin_pending_while_the_population_side_is_d
         stored = stub.GetBirthRegistration(
             birth_registration_service_pb2.GetBirthRegistrationRequest(name=registration.name),
             timeout=10,
+            metadata=((metadata.PURPOSE, "birth-registration"),),
         ).birth_registration
     assert stored.registration_number == registration.registration_number
 
@@ -269,7 +275,11 @@ def test_a_bulk_import_streams_through_the_gateway_with_an_answer_per_item(
     ]
     with stack.channel("justice") as channel:
         stub = citizen_service_pb2_grpc.CitizenServiceStub(channel)
-        answers = list(stub.StreamIssuePersonalIdentificationNumbers(iter(requests), timeout=10))
+        answers = list(
+            stub.StreamIssuePersonalIdentificationNumbers(
+                iter(requests), timeout=10, metadata=((metadata.PURPOSE, "birth-registration"),)
+            )
+        )
     assert [answer.request_id for answer in answers] == [item.request_id for item in items]
     assert [answer.WhichOneof("result") for answer in answers] == ["issued", "failure", "issued"]
     assert answers[1].failure.code == code_pb2.FAILED_PRECONDITION
