@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from lienthong.contracts import Method
+from lienthong.identity import peer_certificate
 from lienthong.tls import TlsMaterial, server_credentials
 
 SERVICE = "lienthong.test.v1.EchoService"
@@ -43,9 +44,11 @@ class Echo:
     """The upstream's record of what reached it."""
 
     metadata: list[dict[str, str]] = field(default_factory=list)
+    peer_certificates: list[bytes] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def record(self, context: grpc.ServicerContext) -> None:
+        self.peer_certificates.append(peer_certificate(context) or b"")
         self.metadata.append({
             key: value for key, value in context.invocation_metadata() if isinstance(value, str)
         })  # fmt: skip

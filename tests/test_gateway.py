@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -53,6 +55,7 @@ from lienthong.contracts import methods
 from lienthong.tls import TlsMaterial, secure_channel
 
 PORTAL = "spiffe://lienthong.local/moj/officer-portal"
+DEV_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
 REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
 PURPOSE = ((metadata.PURPOSE, "testing"),)
 POLICY = f"""
@@ -346,6 +349,22 @@ def test_the_server_certificate_and_ca_bundle_rotate_without_restart(setup: Setu
         assert _unary(channel) == b"hello"
 
 
+def test_the_upstream_client_certificate_rotates_without_restart(setup: Setup) -> None:
+    with setup.channel() as channel:
+        assert _unary(channel) == b"hello"
+        ca = x509.load_pem_x509_certificate(setup.pki.ca_certificate.read_bytes())
+        ca_key = serialization.load_pem_private_key(setup.pki.ca_private_key.read_bytes(), None)
+        renewed, key = issue_certificate(
+            ca, ca_key, spiffe_id="spiffe://lienthong.local/gateway", server=False, client=True
+        )
+        write_certificate(renewed, key, setup.pki.paths("gateway-client"))
+        time.sleep(0.3)  # past the file watch interval
+        assert _unary(channel) == b"hello"
+    first, second = setup.echo.peer_certificates
+    assert first != second
+    assert second == renewed.public_bytes(serialization.Encoding.PEM)
+
+
 # Limits -----------------------------------------------------------------------------------
 
 
@@ -439,3 +458,34 @@ def _eventually(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
             return True
         time.sleep(0.02)
     return condition()
+
+
+def test_policy_check_accepts_the_development_policy_and_names_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """`lienthong policy check` validates a policy against the contracts."""
+    command = [sys.executable, "-m", "lienthong.cli", "policy", "check"]
+    good = subprocess.run([*command, str(DEV_POLICY)], capture_output=True, text=True, check=False)
+    assert good.returncode == 0, good.stderr
+    assert "valid" in good.stdout
+    cases = {
+        "no method": ("lienthong.population.v1.CitizenService/IssuePin", "no method"),
+        "no service": ("lienthong.population.v1.Nothing/*", "no service"),
+    }
+    for method, message in cases.values():
+        bad = tmp_path / "bad.toml"
+        bad.write_text(
+            f'[[grant]]\ncaller = "{PORTAL}"\nmethods = ["{method}"]\npurposes = ["testing"]\n',
+            encoding="utf-8",
+        )
+        refused = subprocess.run([*command, str(bad)], capture_output=True, text=True, check=False)
+        assert refused.returncode == 1
+        assert message in refused.stderr
+    bad.write_text(
+        '[[grant]]\ncaller = "spiffe://elsewhere/x"\n'
+        'methods = ["lienthong.population.v1.CitizenService/*"]\npurposes = ["testing"]\n',
+        encoding="utf-8",
+    )
+    refused = subprocess.run([*command, str(bad)], capture_output=True, text=True, check=False)
+    assert refused.returncode == 1
+    assert "not a SPIFFE ID" in refused.stderr
