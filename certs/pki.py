@@ -17,10 +17,11 @@ from typing import Final
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lienthong.identity import spiffe_segments
+from lienthong.signed_note import NoteSigner, load_signer
 
 CA_COMMON_NAME: Final = "lienthong development CA"
 ORGANIZATION: Final = "lienthong"
@@ -31,6 +32,9 @@ CLOCK_SKEW: Final = timedelta(minutes=5)
 LEAF_VALIDITY: Final = timedelta(days=825)
 # A CRL's nextUpdate: relying parties warn about an older one, so revoke again or reissue weekly.
 CRL_VALIDITY: Final = timedelta(days=7)
+
+# The audit log's note signing key: audit-log.key (PEM PKCS8) and audit-log.vkey (verifier key).
+AUDIT_KEY_STEM: Final = "audit-log"
 
 _CA_STEM: Final = "ca"
 _CRL_NAME: Final = "crl.pem"
@@ -229,6 +233,7 @@ def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
         write_certificate(cert, key, paths)
     # The gateway is configured with the CRL from the start, before anything is revoked.
     ensure_crl(pki)
+    ensure_audit_key(pki)
     return pki
 
 
@@ -297,6 +302,46 @@ def revoke(
         entries.append(entry.build())
     _write_crl(path, ca_cert, ca_key, entries=entries, number=number)
     return path
+
+
+def audit_key_paths(pki: DevPki) -> tuple[Path, Path]:
+    """Where the audit log's Ed25519 private key (PEM PKCS8) and its verifier key text are."""
+    return (
+        pki.directory / f"{AUDIT_KEY_STEM}.key",
+        pki.directory / f"{AUDIT_KEY_STEM}.vkey",
+    )
+
+
+def ensure_audit_key(pki: DevPki, name: str = "lienthong.local/audit") -> Path:
+    """Create the audit log's signing key unless it exists; return the private key's path.
+
+    The key (mode 0o600) signs the log's checkpoints and receipts as ``name``, a
+    c2sp.org/signed-note key name. The verifier key file (mode 0o644) holds the text
+    ``<name>+<key ID>+<public key>`` that auditors are given; it is rewritten whenever it
+    does not match the key and ``name``, as it is derived from them. NoteError if an
+    existing key file is not an unencrypted Ed25519 key.
+    """
+    private_path, verifier_path = audit_key_paths(pki)
+    if private_path.exists():
+        signer = load_signer(name, private_path.read_bytes())
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        # Key first: a verifier key on disk then always has its private key next to it.
+        _write_file(private_path, pem, _PRIVATE_MODE)
+        signer = NoteSigner(name, key)
+    verifier_key = f"{signer.verifier_key()}\n".encode()
+    try:
+        current = verifier_path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current != verifier_key:
+        _write_file(verifier_path, verifier_key, _PUBLIC_MODE)
+    return private_path
 
 
 def _name(common_name: str) -> x509.Name:

@@ -1,22 +1,26 @@
-"""Forwarding of admitted calls to their upstream, as raw bytes.
+"""Forwarding of admitted calls to their upstream, as raw bytes, with every exchange audited.
 
 Each method's cardinality comes from the contracts, so a unary call is served and forwarded
 by unary handlers. Messages are never decoded: the bytes the caller sent are the bytes the
 upstream receives, and the upstream's status, details and trailing metadata (including
-grpc-status-details-bin) come back to the caller unchanged.
+grpc-status-details-bin) come back to the caller unchanged, with the gateway's signed
+receipt added. Services the gateway implements itself (its AuditService) are called in
+process after the same admission and auditing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
 from gateway.admission import Gatekeeper
+from gateway.audit.store import AuditUnavailableError
 from gateway.credentials import Upstreams
-from gateway.exchange_log import Exchange
+from gateway.exchange_log import RECEIPT_KEY, Auditor, Exchange
+from gateway.local import LocalService
 from gateway.metrics import GatewayMetrics
 from lienthong import errors, metadata
 from lienthong.contracts import Method
@@ -30,23 +34,28 @@ DEFAULT_UPSTREAM_TIMEOUT = 30.0
 _TRANSPORT_KEYS = frozenset(
     {"user-agent", "te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"}
 )
+Trailers = Sequence[tuple[str, str | bytes]]
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """What every forwarded call needs, shared by all methods."""
+
+    gatekeeper: Gatekeeper
+    upstreams: Upstreams
+    metrics: GatewayMetrics
+    auditor: Auditor
+    local: dict[str, LocalService]
+    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
 
 
 class ForwardingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Admits, routes and forwards every call to a contract method."""
+    """Admits, routes, forwards and audits every call to a contract method."""
 
-    def __init__(
-        self,
-        methods: dict[str, Method],
-        gatekeeper: Gatekeeper,
-        upstreams: Upstreams,
-        metrics: GatewayMetrics,
-        *,
-        upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
-    ) -> None:
-        """Serve ``methods``, admitted by ``gatekeeper``, through ``upstreams``."""
+    def __init__(self, methods: dict[str, Method], forwarding: Forwarding) -> None:
+        """Serve ``methods`` with ``forwarding``."""
         self._methods = methods
-        self._forwarding = _Forwarding(gatekeeper, upstreams, metrics, upstream_timeout)
+        self._forwarding = forwarding
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
@@ -67,19 +76,22 @@ class ForwardingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             return grpc.unary_stream_rpc_method_handler(forward.unary_stream)
         return grpc.unary_unary_rpc_method_handler(forward.unary_unary)
 
-    @staticmethod
-    def _unknown(path: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    def _unknown(self, path: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         def unknown(request: bytes, context: grpc.ServicerContext) -> bytes:
-            exchange = _exchange(path, context)
+            # The path is the caller's text: it is recorded, but never a metric label.
+            exchange = _exchange(path, context, self._forwarding.auditor)
             exchange.saw_request(request)
-            exchange.finish(grpc.StatusCode.UNIMPLEMENTED)
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"no method {path} in the contracts")
-            raise AssertionError("unreachable")  # abort raises
+            _answer(
+                context,
+                exchange,
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"no method {path} in the contracts",
+            )
 
         return unknown
 
 
-def _exchange(path: str, context: grpc.ServicerContext) -> Exchange:
+def _exchange(path: str, context: grpc.ServicerContext, auditor: Auditor) -> Exchange:
     invocation = context.invocation_metadata()
     return Exchange(
         method=path,
@@ -87,32 +99,49 @@ def _exchange(path: str, context: grpc.ServicerContext) -> Exchange:
         purpose=metadata.first(invocation, metadata.PURPOSE),
         request_id=metadata.first(invocation, metadata.REQUEST_ID),
         on_behalf_of=metadata.first(invocation, metadata.ON_BEHALF_OF),
+        auditor=auditor,
     )
 
 
-@dataclass(frozen=True)
-class _Forwarding:
-    """What every forwarded call needs, shared by all methods."""
+def _answer(
+    context: grpc.ServicerContext,
+    exchange: Exchange,
+    code: grpc.StatusCode,
+    details: str,
+    trailers: Trailers = (),
+) -> NoReturn:
+    """End the call with ``code`` after recording it, the receipt in its trailers."""
+    receipt = exchange.finish(code)
+    extra = [(RECEIPT_KEY, receipt)] if receipt is not None else []
+    context.set_trailing_metadata((*trailers, *extra))
+    context.abort(code, details)
+    raise AssertionError("unreachable")  # abort raises
 
-    gatekeeper: Gatekeeper
-    upstreams: Upstreams
-    metrics: GatewayMetrics
-    upstream_timeout: float
+
+def _release(context: grpc.ServicerContext, exchange: Exchange, trailers: Trailers) -> None:
+    """Record the successful completion; the answer is released only if that is durable."""
+    receipt = exchange.finish(grpc.StatusCode.OK)
+    if receipt is None:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the audit log could not record the exchange")
+    context.set_trailing_metadata((*trailers, (RECEIPT_KEY, receipt)))
 
 
 class _Forward:
     """The four cardinalities of forwarding one method."""
 
-    def __init__(self, method: Method, forwarding: _Forwarding) -> None:
+    def __init__(self, method: Method, forwarding: Forwarding) -> None:
         self._method = method
         self._forwarding = forwarding
 
-    def _admit(
-        self, context: grpc.ServicerContext
-    ) -> tuple[Exchange, grpc.Channel, dict[str, Any]]:
-        """Identify, authorise, limit and route the call, or answer it with the refusal."""
-        exchange = _exchange(self._method.path, context)
+    def _admit(self, context: grpc.ServicerContext, request: bytes | None) -> Exchange:
+        """Identify, authorise and limit the call, and record its request entry.
+
+        ``request`` is the unary request, whose digest then goes into the request entry.
+        """
         forwarding = self._forwarding
+        exchange = _exchange(self._method.path, context, forwarding.auditor)
+        if request is not None:
+            exchange.saw_request(request)
         try:
             caller = forwarding.gatekeeper.admit(exchange, peer_certificate(context))
         except errors.LienthongError as refusal:
@@ -120,42 +149,101 @@ class _Forward:
             forwarding.metrics.rejected(
                 exchange.caller or "unknown", self._method.path, refusal.reason, code.name
             )
-            exchange.finish(code)
-            context.abort_with_status(status_of(refusal, DOMAIN))
-            raise AssertionError("unreachable") from refusal  # abort raises
+            status = status_of(refusal, DOMAIN)
+            _answer(context, exchange, code, status.details, status.trailing_metadata)
         forwarding.metrics.started(caller)
         exchange.when_finished(
             lambda code: forwarding.metrics.finished(
                 caller, self._method.path, code.name, exchange.elapsed()
             )
         )
-        route = forwarding.upstreams.for_service(self._method.service)
+        context.add_callback(lambda: _finish_cancelled(exchange))
+        return exchange
+
+    def _route(self, context: grpc.ServicerContext, exchange: Exchange) -> grpc.Channel:
+        route = self._forwarding.upstreams.for_service(self._method.service)
         if route is None:
-            exchange.finish(grpc.StatusCode.UNIMPLEMENTED)
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{self._method.service} is not routed")
-            raise AssertionError("unreachable")
+            _answer(
+                context,
+                exchange,
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{self._method.service} is not routed",
+            )
         exchange.upstream, channel = route
-        context.add_callback(lambda: exchange.finish(grpc.StatusCode.CANCELLED))
-        call_options = {
-            "timeout": _timeout(context, forwarding.upstream_timeout),
+        return channel
+
+    def _record_request(
+        self, context: grpc.ServicerContext, exchange: Exchange, *, digest_known: bool
+    ) -> None:
+        try:
+            exchange.record_request(digest_known=digest_known)
+        except AuditUnavailableError:
+            _answer(
+                context,
+                exchange,
+                grpc.StatusCode.UNAVAILABLE,
+                "the audit log is unavailable; the call was not forwarded",
+            )
+
+    def _options(self, context: grpc.ServicerContext, exchange: Exchange) -> dict[str, Any]:
+        return {
+            "timeout": _timeout(context, self._forwarding.upstream_timeout),
             "metadata": _upstream_metadata(context, exchange),
         }
-        return exchange, channel, call_options
 
     def unary_unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        """Forward a unary call."""
-        exchange, channel, options = self._admit(context)
-        exchange.saw_request(request)
-        future = channel.unary_unary(self._method.path, None, None).future(request, **options)
+        """Forward a unary call (or serve it in process, for the gateway's own services)."""
+        exchange = self._admit(context, request)
+        local = self._forwarding.local.get(self._method.service)
+        if local is not None:
+            exchange.upstream = "local"
+            self._record_request(context, exchange, digest_known=True)
+            try:
+                response = local.call(self._method.path, request, exchange.caller or "")
+            except errors.LienthongError as error:
+                status = status_of(error, DOMAIN)
+                _answer(context, exchange, code_of(error), status.details, status.trailing_metadata)
+            exchange.saw_response(response)
+            _release(context, exchange, ())
+            return response
+        channel = self._route(context, exchange)
+        self._record_request(context, exchange, digest_known=True)
+        future = channel.unary_unary(self._method.path, None, None).future(
+            request, **self._options(context, exchange)
+        )
         return self._relay_response(future, context, exchange)
 
     def stream_unary(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         """Forward a client-streaming call."""
-        exchange, channel, options = self._admit(context)
+        exchange = self._admit(context, None)
+        channel = self._route(context, exchange)
+        self._record_request(context, exchange, digest_known=False)
         future = channel.stream_unary(self._method.path, None, None).future(
-            exchange.requests(requests), **options
+            exchange.requests(requests), **self._options(context, exchange)
         )
         return self._relay_response(future, context, exchange)
+
+    def unary_stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Forward a server-streaming call."""
+        exchange = self._admit(context, request)
+        channel = self._route(context, exchange)
+        self._record_request(context, exchange, digest_known=True)
+        call = channel.unary_stream(self._method.path, None, None)(
+            request, **self._options(context, exchange)
+        )
+        yield from self._relay_stream(call, context, exchange)
+
+    def stream_stream(
+        self, requests: Iterator[bytes], context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        """Forward a bidirectional-streaming call."""
+        exchange = self._admit(context, None)
+        channel = self._route(context, exchange)
+        self._record_request(context, exchange, digest_known=False)
+        call = channel.stream_stream(self._method.path, None, None)(
+            exchange.requests(requests), **self._options(context, exchange)
+        )
+        yield from self._relay_stream(call, context, exchange)
 
     @staticmethod
     def _relay_response(
@@ -169,29 +257,10 @@ class _Forward:
         except grpc.RpcError as error:
             _relay_error(context, exchange, error)
         except grpc.FutureCancelledError:  # the caller went away and the call was cancelled
-            exchange.finish(grpc.StatusCode.CANCELLED)
-            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the caller")
-        context.set_trailing_metadata(future.trailing_metadata())
+            _answer(context, exchange, grpc.StatusCode.CANCELLED, "cancelled by the caller")
         exchange.saw_response(response)
-        exchange.finish(grpc.StatusCode.OK)
+        _release(context, exchange, _pairs(future.trailing_metadata()))
         return response
-
-    def unary_stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        """Forward a server-streaming call."""
-        exchange, channel, options = self._admit(context)
-        exchange.saw_request(request)
-        call = channel.unary_stream(self._method.path, None, None)(request, **options)
-        yield from self._relay_stream(call, context, exchange)
-
-    def stream_stream(
-        self, requests: Iterator[bytes], context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        """Forward a bidirectional-streaming call."""
-        exchange, channel, options = self._admit(context)
-        call = channel.stream_stream(self._method.path, None, None)(
-            exchange.requests(requests), **options
-        )
-        yield from self._relay_stream(call, context, exchange)
 
     @staticmethod
     def _relay_stream(
@@ -205,8 +274,16 @@ class _Forward:
                 yield exchange.saw_response(message)
         except grpc.RpcError as error:
             _relay_error(context, exchange, error)
-        context.set_trailing_metadata(call.trailing_metadata())
-        exchange.finish(grpc.StatusCode.OK)
+        _release(context, exchange, _pairs(call.trailing_metadata()))
+
+
+def _finish_cancelled(exchange: Exchange) -> None:
+    """On termination: a call not finished by then was cancelled (a no-op otherwise)."""
+    exchange.finish(grpc.StatusCode.CANCELLED)
+
+
+def _pairs(trailing: Any) -> Trailers:  # noqa: ANN401 - grpc's metadata tuples
+    return tuple((item[0], item[1]) for item in trailing or ())
 
 
 def _timeout(context: grpc.ServicerContext, limit: float) -> float:
@@ -237,11 +314,9 @@ def _upstream_metadata(
     return forwarded
 
 
-def _relay_error(context: grpc.ServicerContext, exchange: Exchange, error: grpc.RpcError) -> None:
+def _relay_error(
+    context: grpc.ServicerContext, exchange: Exchange, error: grpc.RpcError
+) -> NoReturn:
     """Answer the caller with the upstream's status, details and trailing metadata."""
-    code = error.code()
-    exchange.finish(code)
-    trailing = error.trailing_metadata()
-    if trailing:
-        context.set_trailing_metadata(tuple((item.key, item.value) for item in trailing))
-    context.abort(code, error.details() or "")
+    call: Any = error  # an RpcError from a call is also a grpc.Call
+    _answer(context, exchange, call.code(), call.details() or "", _pairs(call.trailing_metadata()))

@@ -10,16 +10,23 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.admission import Gatekeeper
+from gateway.audit.service import AuditApi
+from gateway.audit.store import AuditLog
 from gateway.credentials import Upstreams, rotating_server_credentials
-from gateway.forwarding import ForwardingHandler
+from gateway.exchange_log import Auditor
+from gateway.forwarding import Forwarding, ForwardingHandler
 from gateway.limits import CallerLimits, LimitSettings
+from gateway.local import LocalService
 from gateway.metrics import GatewayMetrics, MetricsServer, start_metrics_server
 from gateway.policy import PolicyStore
 from gateway.revocation import CrlSet
 from gateway.upstream_health import UpstreamHealth
 from lienthong.config import GatewayConfig
 from lienthong.contracts import Method, methods
+from lienthong.db import make_engine
+from lienthong.gateway.v1 import audit_service_pb2
 from lienthong.serving import serve_until_signalled
+from lienthong.signed_note import load_signer
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Gateway:
     metrics: GatewayMetrics
     health: UpstreamHealth
     upstreams: Upstreams
+    audit: AuditLog
     metrics_address: str | None
     _metrics_server: MetricsServer | None = field(default=None, init=False)
 
@@ -40,7 +48,8 @@ class Gateway:
         return self._metrics_server.port if self._metrics_server else None
 
     def start_companions(self) -> None:
-        """Start what runs beside the server: upstream health polling and /metrics."""
+        """Start what runs beside the server: the audit log, health polling and /metrics."""
+        self.audit.start()
         if self.metrics_address:
             self._metrics_server = start_metrics_server(self.metrics, self.metrics_address)
         self.health.start()
@@ -55,8 +64,9 @@ class Gateway:
         self.health.stop()
 
     def close(self) -> None:
-        """Release the upstream channels and the metrics listener, after the server stopped."""
+        """Release the channels, the audit log and /metrics, after the server stopped."""
         self.upstreams.close()
+        self.audit.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
 
@@ -91,6 +101,9 @@ def create_gateway(
         config.routes, config.upstream_tls, options=[*size_options, *reconnect_options]
     )
     metrics = GatewayMetrics()
+    signer = load_signer(config.audit.origin, config.audit.signing_key.read_bytes())
+    audit = AuditLog(make_engine(config.audit.database_url), signer)
+    audit_service = audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"]
     gatekeeper = Gatekeeper(
         PolicyStore(config.policy, known),
         CrlSet(list(config.crls), config.tls.ca_certificate) if config.crls else None,
@@ -106,18 +119,20 @@ def create_gateway(
     reflection.enable_server_reflection(
         [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    server.add_generic_rpc_handlers(
-        [
-            ForwardingHandler(
-                known, gatekeeper, upstreams, metrics, upstream_timeout=limits.upstream_timeout
-            )
-        ]
+    forwarding = Forwarding(
+        gatekeeper,
+        upstreams,
+        metrics,
+        Auditor(audit, signer),
+        local={audit_service.full_name: LocalService(audit_service, AuditApi(audit))},
+        upstream_timeout=limits.upstream_timeout,
     )
+    server.add_generic_rpc_handlers([ForwardingHandler(known, forwarding)])
     port = server.add_secure_port(config.listen, rotating_server_credentials(config.tls))
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     upstream_health = UpstreamHealth(health_servicer, upstreams, metrics)
-    return Gateway(server, port, metrics, upstream_health, upstreams, config.metrics_listen)
+    return Gateway(server, port, metrics, upstream_health, upstreams, audit, config.metrics_listen)
 
 
 def serve(config: GatewayConfig) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from lienthong.config import ConfigError, StackConfig, load_config
@@ -61,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("policy", type=Path, help="the policy file, e.g. config/policy.toml")
 
+    _audit_parser(commands)
+
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=("gateway", "justice", "police"))
     _config_argument(serve)
@@ -78,6 +83,105 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(demo)
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit", help="the gateway's audit log: verify, tail, search, export"
+    )
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="replay the log (or an export) against its signed checkpoints"
+    )
+    verify.add_argument("--export", type=Path, help="verify this export file instead of the log")
+    verify.add_argument(
+        "--checkpoint", type=Path, help="a signed checkpoint kept earlier: detect truncation"
+    )
+    tail = audit_commands.add_parser("tail", help="the latest exchanges, one JSON line each")
+    tail.add_argument("-n", "--lines", type=int, default=20, help="how many (default 20)")
+    search = audit_commands.add_parser("search", help="exchanges matching filters, as JSON lines")
+    search.add_argument("--caller", help="caller identity (SPIFFE ID)")
+    search.add_argument("--method", help="full method, /package.Service/Method")
+    search.add_argument("--status", help="status code name, e.g. PERMISSION_DENIED")
+    search.add_argument("--request-id", help="the caller's request id")
+    search.add_argument("--since", type=_datetime, help="recorded at or after (ISO 8601)")
+    search.add_argument("--until", type=_datetime, help="recorded before (ISO 8601)")
+    search.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    export = audit_commands.add_parser(
+        "export", help="write entries [start, end) with a signed checkpoint and inclusion proofs"
+    )
+    export.add_argument("--start", type=int, required=True, help="first leaf index")
+    export.add_argument("--end", type=int, required=True, help="leaf index after the last")
+    export.add_argument("--out", type=Path, required=True, help="the export file to write")
+    for command in (verify, tail, search, export):
+        _config_argument(command)
+        command.set_defaults(handler=_audit)
+    verify.add_argument(
+        "--vkey", help="the log's verifier key (text or file); default: from the signing key"
+    )
+
+
+def _datetime(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _audit(arguments: argparse.Namespace, config: StackConfig) -> int:
+    from gateway.audit import tools  # noqa: PLC0415
+    from gateway.audit.store import AuditLog, CompletionQuery  # noqa: PLC0415
+    from lienthong.db import make_engine  # noqa: PLC0415
+    from lienthong.signed_note import NoteVerifier, load_signer  # noqa: PLC0415
+
+    audit = config.gateway.audit
+    signer = load_signer(audit.origin, audit.signing_key.read_bytes())
+    engine = make_engine(audit.database_url)
+    log = AuditLog(engine, signer)
+    out = sys.stdout
+    try:
+        if arguments.audit_command == "verify":
+            vkey = arguments.vkey or signer.verifier_key()
+            if Path(vkey).is_file():
+                vkey = Path(vkey).read_text(encoding="utf-8").strip()
+            verifier = NoteVerifier(vkey)
+            if arguments.export:
+                result = tools.verify_export(arguments.export, verifier)
+            else:
+                kept = (
+                    arguments.checkpoint.read_text(encoding="utf-8")
+                    if arguments.checkpoint
+                    else None
+                )
+                result = tools.verify_log(engine, verifier, kept_checkpoint=kept)
+            for problem in result.problems:
+                out.write(f"FAIL {problem}\n")
+            if result.first_bad_index is not None:
+                out.write(f"first bad index: {result.first_bad_index}\n")
+            verdict = "OK" if result.ok else "FAILED"
+            out.write(f"{verdict}: {result.entries} entries, {result.checkpoints} checkpoints\n")
+            return 0 if result.ok else 1
+        if arguments.audit_command == "export":
+            count = tools.export(log, arguments.start, arguments.end, arguments.out)
+            out.write(f"wrote {count} entries to {arguments.out}\n")
+            return 0
+        if arguments.audit_command == "tail":
+            query = CompletionQuery(limit=arguments.lines, newest_first=True)
+            found = list(reversed(log.completions(query)))
+        else:
+            query = CompletionQuery(
+                caller=arguments.caller,
+                method=arguments.method,
+                status=arguments.status,
+                request_id=arguments.request_id,
+                recorded_from=arguments.since,
+                recorded_to=arguments.until,
+                limit=arguments.limit,
+            )
+            found = log.completions(query)
+        for index, entry in found:
+            out.write(json.dumps({"leaf_index": index, **asdict(entry)}, ensure_ascii=False) + "\n")
+        return 0
+    finally:
+        engine.dispose()
 
 
 def _policy_check(path: Path) -> int:

@@ -31,6 +31,15 @@ class GatewayLimits:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The gateway's audit log: its database, and the key that signs checkpoints and receipts."""
+
+    database_url: str
+    signing_key: Path
+    origin: str = "lienthong.local/audit"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The gateway: its listener, policy, upstream routes, both TLS legs and its limits."""
 
@@ -39,6 +48,7 @@ class GatewayConfig:
     upstream_tls: TlsFiles
     policy: Path
     routes: dict[str, str]
+    audit: AuditConfig
     crls: tuple[Path, ...] = ()
     metrics_listen: str | None = None
     limits: GatewayLimits = GatewayLimits()
@@ -172,6 +182,11 @@ def load_config(path: Path) -> StackConfig:
             upstream_tls=gateway.tls("upstream_tls"),
             policy=gateway.path("policy"),
             routes=dict(routes),
+            audit=AuditConfig(
+                database_url=gateway.sub("audit").database_url("database_url"),
+                signing_key=gateway.sub("audit").path("signing_key"),
+                origin=gateway.sub("audit").data.get("origin", AuditConfig.origin),
+            ),
             crls=gateway.paths("crls"),
             metrics_listen=gateway.data.get("metrics_listen") or None,
             limits=gateway.limits(),

@@ -9,6 +9,7 @@
      ├── FailedPrecondition                            -> FAILED_PRECONDITION
      ├── Unauthenticated                               -> UNAUTHENTICATED
      ├── PermissionDenied                              -> PERMISSION_DENIED
+     ├── OutOfRange                                    -> OUT_OF_RANGE
      ├── ResourceExhausted                             -> RESOURCE_EXHAUSTED
      └── Unavailable                                   -> UNAVAILABLE
 
@@ -85,6 +86,12 @@ class PermissionDenied(LienthongError):
     """The caller may not do this."""
 
     reason = "PERMISSION_DENIED"
+
+
+class OutOfRange(LienthongError):
+    """The request asks beyond what exists yet (such as a tree size not yet signed)."""
+
+    reason = "OUT_OF_RANGE"
 
 
 class ResourceExhausted(LienthongError):

@@ -30,6 +30,7 @@ _CODES: dict[type[errors.LienthongError], int] = {
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
     errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
+    errors.OutOfRange: code_pb2.OUT_OF_RANGE,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unavailable: code_pb2.UNAVAILABLE,
 }

@@ -11,7 +11,7 @@ import grpc
 from certs.pki import DevPki
 from gateway.server import Gateway, create_gateway
 from justice_adapter.server import create_server as create_justice
-from lienthong.config import GatewayConfig, JusticeConfig, PoliceConfig
+from lienthong.config import AuditConfig, GatewayConfig, JusticeConfig, PoliceConfig
 from lienthong.tls import TlsFiles, secure_channel
 from police_adapter.server import create_server as create_police
 
@@ -84,6 +84,9 @@ def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack
                 "lienthong.civilregistry.v1.OfficerService": justice_address,
                 "lienthong.population.v1.CitizenService": police_address,
             },
+            audit=AuditConfig(
+                f"sqlite:///{directory / 'audit.db'}", pki.directory / "audit-log.key"
+            ),
             crls=(pki.directory / "crl.pem",),
             metrics_listen="127.0.0.1:0",
         )

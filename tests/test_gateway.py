@@ -50,7 +50,7 @@ from certs.pki import (
 )  # fmt: skip
 from gateway.server import Gateway, create_gateway
 from lienthong import metadata
-from lienthong.config import GatewayConfig, GatewayLimits
+from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
 from lienthong.contracts import methods
 from lienthong.tls import TlsMaterial, secure_channel
 
@@ -113,6 +113,9 @@ def make_setup(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
                 upstream_tls=tls_of(pki, "gateway-client"),
                 policy=policy,
                 routes={SERVICE: f"127.0.0.1:{echo_port}"},
+                audit=AuditConfig(
+                    f"sqlite:///{tmp_path / 'audit.db'}", pki.directory / "audit-log.key"
+                ),
                 crls=(pki.directory / "crl.pem",),
                 metrics_listen="127.0.0.1:0",
                 limits=limits or GatewayLimits(),

@@ -83,7 +83,7 @@ def test_init_writes_a_ca_and_a_certificate_and_key_for_every_system(pki: DevPki
     assert pki.ca_certificate == pki.directory / "ca.pem"
     assert pki.ca_private_key == pki.directory / "ca.key"
     written = {path.name for path in pki.directory.iterdir()}
-    expected = {"ca.pem", "ca.key", "crl.pem"}
+    expected = {"ca.pem", "ca.key", "crl.pem", "audit-log.key", "audit-log.vkey"}
     for system in SYSTEMS:
         expected |= {f"{system.name}.pem", f"{system.name}.key"}
     assert written == expected

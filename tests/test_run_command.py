@@ -30,6 +30,9 @@ private_key = "pki/gateway-server.key"
 ca_certificate = "pki/ca.pem"
 certificate = "pki/gateway-client.pem"
 private_key = "pki/gateway-client.key"
+[gateway.audit]
+database_url = "sqlite:///audit.db"
+signing_key = "pki/audit-log.key"
 [gateway.routes]
 "lienthong.civilregistry.v1.BirthRegistrationService" = "127.0.0.1:{justice}"
 "lienthong.population.v1.CitizenService" = "127.0.0.1:{police}"
