@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -45,10 +45,14 @@ class Echo:
 
     metadata: list[dict[str, str]] = field(default_factory=list)
     peer_certificates: list[bytes] = field(default_factory=list)
+    # Called with each call's context on arrival, for tests that look around at that moment.
+    on_call: Callable[[grpc.ServicerContext], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def record(self, context: grpc.ServicerContext) -> None:
         self.peer_certificates.append(peer_certificate(context) or b"")
+        if self.on_call is not None:
+            self.on_call(context)
         self.metadata.append({
             key: value for key, value in context.invocation_metadata() if isinstance(value, str)
         })  # fmt: skip

@@ -10,8 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -22,120 +21,32 @@ from echo_upstream import (
     BIDI,
     CLIENT_STREAM,
     FAIL,
-    METHODS,
     SERVER_STREAM,
     SERVICE,
     SLEEP,
     STREAM_COPIES,
     UNARY,
-    Echo,
     start_echo,
 )  # fmt: skip
+from gateway_fixtures import DEV_POLICY, POLICY, PORTAL, PURPOSE, Setup
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from grpc_status import rpc_status
-from stack import free_port, tls_of
+from stack import tls_of
 
 from certs.pki import (
     CertificatePaths,
-    DevPki,
     create_ca,
-    init_dev_pki,
     issue_certificate,
     revoke,
     write_certificate,
 )  # fmt: skip
-from gateway.server import Gateway, create_gateway
 from lienthong import metadata
-from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
-from lienthong.contracts import methods
+from lienthong.config import GatewayLimits
 from lienthong.tls import TlsMaterial, secure_channel
-
-PORTAL = "spiffe://lienthong.local/moj/officer-portal"
-DEV_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
-REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
-PURPOSE = ((metadata.PURPOSE, "testing"),)
-POLICY = f"""
-[[grant]]
-caller = "{PORTAL}"
-methods = ["{SERVICE}/*"]
-purposes = ["testing"]
-
-[[grant]]
-caller = "{REGISTRY}"
-methods = ["{SERVICE}/Unary"]
-purposes = ["testing"]
-"""
-
-
-@dataclass
-class Setup:
-    pki: DevPki
-    gateway: Gateway
-    address: str
-    echo: Echo
-    echo_server: grpc.Server
-    echo_port: int
-    policy: Path
-
-    def channel(self, system: str = "officer-portal") -> grpc.Channel:
-        return secure_channel(self.address, tls_of(self.pki, system).read())
-
-    def material(self, certificate: x509.Certificate, key) -> TlsMaterial:
-        return TlsMaterial(
-            self.pki.ca_certificate.read_bytes(),
-            certificate.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
-
-
-@pytest.fixture
-def make_setup(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
-    started: list[Setup] = []
-
-    def make(limits: GatewayLimits | None = None) -> Setup:
-        pki = init_dev_pki(tmp_path / "pki")
-        echo_server, echo_port, echo = start_echo(tls_of(pki, "police").read())
-        policy = tmp_path / "policy.toml"
-        policy.write_text(POLICY, encoding="utf-8")
-        address = f"127.0.0.1:{free_port()}"
-        gateway = create_gateway(
-            GatewayConfig(
-                listen=address,
-                tls=tls_of(pki, "gateway-server"),
-                upstream_tls=tls_of(pki, "gateway-client"),
-                policy=policy,
-                routes={SERVICE: f"127.0.0.1:{echo_port}"},
-                audit=AuditConfig(
-                    f"sqlite:///{tmp_path / 'audit.db'}", pki.directory / "audit-log.key"
-                ),
-                crls=(pki.directory / "crl.pem",),
-                metrics_listen="127.0.0.1:0",
-                limits=limits or GatewayLimits(),
-            ),
-            contract_methods={**methods(), **METHODS},
-        )
-        gateway.start()
-        setup = Setup(pki, gateway, address, echo, echo_server, echo_port, policy)
-        started.append(setup)
-        return setup
-
-    yield make
-    for setup in started:
-        setup.gateway.stop(grace=None)
-        setup.echo_server.stop(grace=None).wait()
-
-
-@pytest.fixture
-def setup(make_setup: Callable[..., Setup]) -> Setup:
-    return make_setup()
 
 
 def _unary(channel: grpc.Channel, payload: bytes = b"hello", **options) -> bytes:
