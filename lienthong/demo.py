@@ -18,6 +18,7 @@ from lienthong.civilregistry.v1 import (
     birth_registration_service_pb2,
     birth_registration_service_pb2_grpc,
 )
+from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
 from lienthong.person.v1 import ethnicity_pb2, nationality_pb2, person_name_pb2, sex_pb2
 from lienthong.place.v1 import administrative_unit_pb2, place_pb2
 from lienthong.reference import CodeLists, Level
@@ -174,6 +175,17 @@ def register_samples(
         )
         results.append(response.birth_registration)
     return results
+
+
+def latest_checkpoint(channel: grpc.Channel) -> str:
+    """The audit log's latest signed checkpoint, asked of the gateway's AuditService."""
+    stub = audit_service_pb2_grpc.AuditServiceStub(channel)
+    response = stub.GetLatestCheckpoint(
+        audit_service_pb2.GetLatestCheckpointRequest(),
+        timeout=10,
+        metadata=((metadata.PURPOSE, "audit"),),
+    )
+    return response.checkpoint.signed_note
 
 
 def pin_matches(registration: birth_registration_pb2.BirthRegistration, codes: CodeLists) -> bool:

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certs.pki import init_dev_pki
 from lienthong.config import StackConfig
-from lienthong.demo import format_table, register_samples
+from lienthong.demo import format_table, latest_checkpoint, register_samples
 from lienthong.reference import code_lists
 from lienthong.tls import TlsMaterial, secure_channel
 
@@ -50,7 +50,12 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
         out.write("Registering sample births through the gateway...\n\n")
         with secure_channel(config.gateway.listen, client_tls) as channel:
             registrations = register_samples(channel, code_lists())
+            checkpoint = latest_checkpoint(channel)
         out.write(format_table(registrations, code_lists()) + "\n\n")
+        out.write(
+            "Every exchange is in the audit log; its latest checkpoint, signed by the gateway "
+            "(verify with `lienthong audit verify`):\n\n" + checkpoint + "\n"
+        )
         out.write(
             f"Logs (one JSON line per event; the gateway's has one per exchange): "
             f"{config.log_directory}/\n"

@@ -114,5 +114,16 @@ def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_
     gateway_log = (tmp_path / "log" / "gateway.jsonl").read_text(encoding="utf-8").splitlines()
     events = [json.loads(line) for line in gateway_log]
     exchanges = [event for event in events if event["event"] == "exchange"]
-    assert len(exchanges) == len(SAMPLES) + 4  # each registration, and each PIN request
+    # Each registration, each PIN request, and the audit checkpoint shown at the end.
+    assert len(exchanges) == len(SAMPLES) + 4 + 1
     assert {event["status"] for event in exchanges} == {"OK"}
+    assert all(isinstance(event["leaf_index"], int) for event in exchanges)
+    assert "— lienthong.local/audit " in output  # the signed checkpoint was shown
+    verified = subprocess.run(
+        [sys.executable, "-m", "lienthong.cli", "audit", "verify", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"OK: {2 * len(exchanges)} entries" in verified.stdout

@@ -34,9 +34,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     insert,
+    or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -147,12 +148,21 @@ def create_schema(engine: Engine) -> None:
 
 def fetch_nodes(connection: Connection, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
     """The stored hashes of ``ids``, in one query."""
-    wanted = list(set(ids))
-    if not wanted:
+    by_level: dict[int, set[int]] = {}
+    for level, index in ids:
+        by_level.setdefault(level, set()).add(index)
+    if not by_level:
         return {}
+    # One IN list per level: both databases answer it from the primary key (SQLite does not
+    # use an index for a row-value IN).
     rows = connection.execute(
         select(node_table.c.level, node_table.c.idx, node_table.c.hash).where(
-            tuple_(node_table.c.level, node_table.c.idx).in_(wanted)
+            or_(
+                *(
+                    and_(node_table.c.level == level, node_table.c.idx.in_(sorted(indices)))
+                    for level, indices in by_level.items()
+                )
+            )
         )
     )
     return {(row.level, row.idx): bytes(row.hash) for row in rows}
@@ -248,9 +258,14 @@ class AuditLog:
     def _commit(self, batch: Sequence[_Pending]) -> list[Appended]:
         now = dt.datetime.now(dt.UTC)
         with self._engine.begin() as connection:
-            size = connection.execute(
-                select(head_table.c.tree_size).where(head_table.c.id == 1).with_for_update()
+            # One statement locks the head row and reserves the batch's leaf indices.
+            grown = connection.execute(
+                update(head_table)
+                .where(head_table.c.id == 1)
+                .values(tree_size=head_table.c.tree_size + len(batch))
+                .returning(head_table.c.tree_size)
             ).scalar_one()
+            size = grown - len(batch)
             frontier = self._frontier
             if frontier is None or frontier.size != size:
                 # First batch, or another process appended since: rebuild the right edge.
@@ -282,9 +297,6 @@ class AuditLog:
                 results.append(Appended(index, leaf))
             connection.execute(insert(entry_table), entries)
             connection.execute(insert(node_table), nodes)
-            connection.execute(
-                update(head_table).where(head_table.c.id == 1).values(tree_size=frontier.size)
-            )
         self._frontier = frontier
         return results
 
