@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import subprocess
 import sys
 import uuid
@@ -363,7 +364,8 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def test_the_cli_verify_names_the_first_bad_index(tmp_path: Path) -> None:
+def _cli_log(tmp_path: Path) -> tuple[Path, AuditLog]:
+    """A config file and a closed log of 30 exchanges, every third one refused."""
     pki = init_dev_pki(tmp_path / "pki")
     config = tmp_path / "lienthong.toml"
     config.write_text(
@@ -375,22 +377,38 @@ def test_the_cli_verify_names_the_first_bad_index(tmp_path: Path) -> None:
     )
     log.start()
     for n in range(30):
+        refused = n % 3 == 0
         log.append(
             AuditEntry(
-                "completion",
-                f"x-{n}",
-                None,
-                None,
-                "/a.B/C",
-                None,
-                None,
-                None,
-                "2016-01-01T00:00:00.000000Z",
+                kind="completion",
+                exchange_id=f"x-{n}",
+                caller="spiffe://lienthong.local/moj/officer-portal",
+                upstream=None,
+                method="/a.B/C",
+                purpose=None,
+                on_behalf_of=None,
+                request_id=f"r-{n}",
+                start_time="2016-01-01T00:00:00.000000Z",
+                status="PERMISSION_DENIED" if refused else "OK",
+                status_code=7 if refused else 0,
             )
         )
     log.close()
-    command = [sys.executable, "-m", "lienthong.cli", "audit", "verify", "--config", str(config)]
-    good = subprocess.run(command, capture_output=True, text=True, check=False)
+    return config, log
+
+
+def _cli(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lienthong.cli", "audit", *arguments, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_cli_verify_names_the_first_bad_index(tmp_path: Path) -> None:
+    config, log = _cli_log(tmp_path)
+    good = _cli(config, "verify")
     assert good.returncode == 0, good.stdout + good.stderr
     assert "OK: 30 entries" in good.stdout
     forged = _entry_bytes(log, 7).replace(b"x-7", b"x-8")
@@ -398,6 +416,27 @@ def test_the_cli_verify_names_the_first_bad_index(tmp_path: Path) -> None:
         log,
         sqlalchemy.update(entry_table).where(entry_table.c.leaf_index == 7).values(entry=forged),
     )
-    bad = subprocess.run(command, capture_output=True, text=True, check=False)
+    bad = _cli(config, "verify")
     assert bad.returncode == 1
     assert "first bad index: 7" in bad.stdout
+
+
+def test_the_cli_searches_tails_and_exports(tmp_path: Path) -> None:
+    config, _ = _cli_log(tmp_path)
+    found = [
+        json.loads(line)
+        for line in _cli(config, "search", "--status", "PERMISSION_DENIED").stdout.splitlines()
+    ]
+    assert [item["exchange_id"] for item in found] == [f"x-{n}" for n in range(0, 30, 3)]
+    by_request = _cli(config, "search", "--request-id", "r-4").stdout.splitlines()
+    assert [json.loads(line)["leaf_index"] for line in by_request] == [4]
+    tail = [
+        json.loads(line)["leaf_index"]
+        for line in _cli(config, "tail", "-n", "3").stdout.splitlines()
+    ]
+    assert tail == [27, 28, 29]
+    out = tmp_path / "export.json"
+    assert _cli(config, "export", "--start", "5", "--end", "15", "--out", str(out)).returncode == 0
+    checked = _cli(config, "verify", "--export", str(out))
+    assert checked.returncode == 0, checked.stdout
+    assert "OK: 10 entries" in checked.stdout
