@@ -5,7 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Index, Integer, SmallInteger, String, text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lienthong.population.v1 import citizen_pb2
@@ -74,6 +86,37 @@ class PinPoolSwap(Base):
     serial: Mapped[int] = mapped_column(Integer)
 
 
+class CitizenChange(Base):
+    """One change of a citizen record: its history, never rewritten.
+
+    Records what changed (field names and SHA-256 digests of the record before and after, not
+    the values), when, through which exchange and request, and on whose behalf.
+    """
+
+    __tablename__ = "citizen_change"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pin: Mapped[str] = mapped_column(String(12), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    before_sha256: Mapped[str | None] = mapped_column(String(64))
+    after_sha256: Mapped[str | None] = mapped_column(String(64))
+    related_pin: Mapped[str | None] = mapped_column(String(12))
+    request_id: Mapped[str] = mapped_column(String(36))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    exchange_id: Mapped[str | None] = mapped_column(String(64))
+    caller: Mapped[str | None] = mapped_column(String(2048))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(256))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+    __table_args__ = (UniqueConstraint("request_id", "kind", name="citizen_change_request"),)
+
+
 def create_schema(engine: Engine) -> None:
-    """Create the tables that do not exist yet (Alembic migrations come with issue 5)."""
-    Base.metadata.create_all(engine)
+    """Bring the database to the latest schema with the adapter's Alembic migrations."""
+    config = Config()
+    config.set_main_option("script_location", "police_adapter:migrations")
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

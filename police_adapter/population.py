@@ -15,9 +15,12 @@ from lienthong import pin
 from lienthong.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from lienthong.population.v1 import citizen_pb2, citizen_service_pb2
 from lienthong.reference import CodeLists
+from lienthong.validation import Violations
 from police_adapter.allocation import draw_serial
+from police_adapter.correction import CLAIMABLE, apply_update, earlier_answer, verify_claim
+from police_adapter.history import ChangeKind, Provenance, record_change
 from police_adapter.models import CitizenRecord
-from police_adapter.validation import validate_issue_request
+from police_adapter.validation import validate_issue_request, validate_update_request
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +38,9 @@ class PopulationRegister:
         self._codes = codes
 
     def issue(
-        self, request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest
+        self,
+        request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest,
+        provenance: Provenance | None = None,
     ) -> citizen_service_pb2.IssuePersonalIdentificationNumberResponse:
         """Return the registration's PIN, issuing it on the first call (idempotent)."""
         unit = validate_issue_request(request, self._codes)
@@ -52,6 +57,15 @@ class PopulationRegister:
                         self._codes.pin_province_code(unit), birth.date_of_birth.year, birth.sex
                     )
                     number = f"{prefix}{draw_serial(session, prefix):06d}"
+                    data = json_format.MessageToDict(birth, preserving_proto_field_name=True)
+                    record_change(
+                        session,
+                        kind=ChangeKind.ISSUED,
+                        pin=number,
+                        request_id=request.request_id,
+                        provenance=provenance or Provenance(),
+                        after=data,
+                    )
                     session.add(
                         CitizenRecord(
                             pin=number,
@@ -61,7 +75,7 @@ class PopulationRegister:
                             province_code=number[:3],
                             sex=birth.sex,
                             birth_year=birth.date_of_birth.year,
-                            data=json_format.MessageToDict(birth, preserving_proto_field_name=True),
+                            data=data,
                         )
                     )
                 log.info(
@@ -99,6 +113,59 @@ class PopulationRegister:
             )
         ).one_or_none()
         return active.pin if active is not None else None
+
+    def update(
+        self,
+        request: citizen_service_pb2.UpdateCitizenRequest,
+        provenance: Provenance | None = None,
+    ) -> citizen_service_pb2.UpdateCitizenResponse:
+        """Apply a correction; a repeat with the same request_id returns the first answer."""
+        number, paths = validate_update_request(request, self._codes)
+        with self._sessions.begin() as session:
+            answer = earlier_answer(session, request)
+            if answer is None:
+                answer = apply_update(
+                    session,
+                    request=request,
+                    number=number,
+                    paths=paths,
+                    provenance=provenance or Provenance(),
+                    codes=self._codes,
+                )
+            in_force, cancelled, outcome = answer
+            record = session.get(CitizenRecord, in_force)
+            if record is None:  # the change rows name records that exist
+                raise NotFound(f"no citizen citizens/{in_force}")
+            citizen = _to_message(record)
+        log.info(
+            "citizen_updated",
+            pin_outcome=citizen_service_pb2.PinOutcome.Name(outcome),  # type: ignore[arg-type]
+            request_id=request.request_id,
+            birth_registration=citizen.birth_registration,
+        )
+        return citizen_service_pb2.UpdateCitizenResponse(
+            citizen=citizen,
+            pin_outcome=outcome,  # type: ignore[arg-type]
+            cancelled_personal_identification_number=cancelled or "",
+        )
+
+    def verify(
+        self, request: citizen_service_pb2.VerifyCitizenRequest
+    ) -> citizen_service_pb2.VerifyCitizenResponse:
+        """Match, mismatch or unknown per claimed field, without returning stored data."""
+        v = Violations()
+        if not re.fullmatch(r"\d{12}", request.personal_identification_number):
+            v.add("personal_identification_number", "must be 12 digits")
+        if not request.HasField("claim") or not any(
+            (request.claim.sex != 0) if field == "sex" else request.claim.HasField(field)  # type: ignore[arg-type]
+            for field in CLAIMABLE
+        ):
+            v.add("claim", "must claim at least one field")
+        v.raise_if_any()
+        with self._sessions() as session:
+            record = session.get(CitizenRecord, request.personal_identification_number)
+            results = verify_claim(record, request.claim)
+        return citizen_service_pb2.VerifyCitizenResponse(results=results)
 
     def get(self, name: str) -> citizen_pb2.Citizen:
         """The citizen record called ``name`` ("citizens/{pin}"), cancelled ones included."""

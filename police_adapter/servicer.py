@@ -9,6 +9,7 @@ from google.rpc import code_pb2
 
 from lienthong import errors
 from lienthong.population.v1 import citizen_service_pb2, citizen_service_pb2_grpc
+from police_adapter.history import Provenance
 from police_adapter.population import PopulationRegister
 
 _STREAM_CODES: dict[type[errors.LienthongError], int] = {
@@ -29,19 +30,20 @@ class CitizenServicer(citizen_service_pb2_grpc.CitizenServiceServicer):
     def IssuePersonalIdentificationNumber(
         self,
         request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest,
-        context: grpc.ServicerContext,  # noqa: ARG002 - the edge reads it
+        context: grpc.ServicerContext,
     ) -> citizen_service_pb2.IssuePersonalIdentificationNumberResponse:
         """Issue or return the registration's PIN."""
-        return self._register.issue(request)
+        return self._register.issue(request, Provenance.of(context))
 
     def StreamIssuePersonalIdentificationNumbers(
         self,
         request_iterator: Iterator[
             citizen_service_pb2.StreamIssuePersonalIdentificationNumbersRequest
         ],
-        context: grpc.ServicerContext,  # noqa: ARG002 - the edge reads it
+        context: grpc.ServicerContext,
     ) -> Iterator[citizen_service_pb2.StreamIssuePersonalIdentificationNumbersResponse]:
         """Issue for each item in turn; an item's failure is its own answer, not the stream's."""
+        provenance = Provenance.of(context)
         for item in request_iterator:
             answer = citizen_service_pb2.StreamIssuePersonalIdentificationNumbersResponse(
                 request_id=item.request_id
@@ -50,7 +52,7 @@ class CitizenServicer(citizen_service_pb2_grpc.CitizenServiceServicer):
                 request_id=item.request_id, registered_birth=item.registered_birth
             )
             try:
-                answer.issued.CopyFrom(self._register.issue(unary))
+                answer.issued.CopyFrom(self._register.issue(unary, provenance))
             except tuple(_STREAM_CODES) as error:
                 answer.failure.code = next(
                     code for kind, code in _STREAM_CODES.items() if isinstance(error, kind)
@@ -73,15 +75,15 @@ class CitizenServicer(citizen_service_pb2_grpc.CitizenServiceServicer):
     def VerifyCitizen(
         self,
         request: citizen_service_pb2.VerifyCitizenRequest,
-        context: grpc.ServicerContext,
+        context: grpc.ServicerContext,  # noqa: ARG002 - the edge reads it
     ) -> citizen_service_pb2.VerifyCitizenResponse:
-        """Not in the walking skeleton (issue 5)."""
-        raise NotImplementedError
+        """Check claimed data against a record without disclosing it."""
+        return self._register.verify(request)
 
     def UpdateCitizen(
         self,
         request: citizen_service_pb2.UpdateCitizenRequest,
         context: grpc.ServicerContext,
     ) -> citizen_service_pb2.UpdateCitizenResponse:
-        """Not in the walking skeleton (issue 5)."""
-        raise NotImplementedError
+        """Apply a civil-status correction, re-establishing the PIN when it must."""
+        return self._register.update(request, Provenance.of(context))

@@ -20,6 +20,8 @@ from lienthong.validation import (
     is_vietnamese,
 )
 
+CITIZEN_NAME = re.compile(r"^citizens/(\d{12})$")
+MAX_REASON = 500
 _REGISTRATION_NAME = re.compile(r"^birthRegistrations/\d{3,5}-\d{4}-\d{1,9}$")
 _PIN = re.compile(r"^\d{12}$")
 
@@ -43,41 +45,89 @@ def validate_issue_request(
             f"{path}.birth_registration",
             "must be a registration name such as birthRegistrations/00004-2016-17",
         )
-    check_person_name(v, f"{path}.full_name", birth.full_name, present=birth.HasField("full_name"))
-    check_birth_date(
-        v, f"{path}.date_of_birth", birth.date_of_birth, present=birth.HasField("date_of_birth")
-    )
-    check_sex(v, f"{path}.sex", birth.sex)
-    unit = check_unit(
-        v,
-        f"{path}.registration_place",
-        birth.registration_place,
-        codes,
-        present=birth.HasField("registration_place"),
-        levels=(Level.DISTRICT, Level.COMMUNE),
-    )
-    check_place(v, f"{path}.home_town", birth.home_town, codes, present=birth.HasField("home_town"))
-    check_ethnicity(
-        v, f"{path}.ethnicity", birth.ethnicity, codes, present=birth.HasField("ethnicity")
-    )
-    check_nationality(
-        v, f"{path}.nationality", birth.nationality, codes, present=birth.HasField("nationality")
-    )
-    for role in ("father", "mother"):
-        _check_related_person(
-            v, f"{path}.{role}", getattr(birth, role), codes, present=birth.HasField(role)
-        )
-    if birth.HasField("legal_representative"):
-        _check_related_person(
-            v, f"{path}.legal_representative", birth.legal_representative, codes, present=True
-        )
+    for name in PERSON_FIELDS:
+        check_person_field(v, path, birth, name, codes)
     v.raise_if_any()
     if not is_vietnamese(birth.nationality):
         raise FailedPrecondition(
             "only children of Vietnamese nationality are given a PIN", reason="NOT_VIETNAMESE"
         )
-    assert unit is not None  # noqa: S101 - check_unit returned None only with a violation
+    unit = codes.unit(Level(birth.registration_place.level), birth.registration_place.code)
+    assert unit is not None  # noqa: S101 - checked above
     return unit
+
+
+# The fields of a person that RegisteredBirth and Citizen share, checked the same way.
+PERSON_FIELDS = (
+    "full_name",
+    "date_of_birth",
+    "sex",
+    "registration_place",
+    "home_town",
+    "ethnicity",
+    "nationality",
+    "father",
+    "mother",
+    "legal_representative",
+)
+
+
+def check_person_field(
+    v: Violations,
+    path: str,
+    record: citizen_pb2.RegisteredBirth | citizen_pb2.Citizen,
+    name: str,
+    codes: CodeLists,
+) -> None:
+    """Check one of PERSON_FIELDS of a registered birth or a citizen record."""
+    where = f"{path}.{name}"
+    present = name == "sex" or record.HasField(name)  # type: ignore[arg-type]
+    value = getattr(record, name)
+    if name == "full_name":
+        check_person_name(v, where, value, present=present)
+    elif name == "date_of_birth":
+        check_birth_date(v, where, value, present=present)
+    elif name == "sex":
+        check_sex(v, where, value)
+    elif name == "registration_place":
+        check_unit(v, where, value, codes, present=present, levels=(Level.DISTRICT, Level.COMMUNE))
+    elif name == "home_town":
+        check_place(v, where, value, codes, present=present)
+    elif name == "ethnicity":
+        check_ethnicity(v, where, value, codes, present=present)
+    elif name == "nationality":
+        check_nationality(v, where, value, codes, present=present)
+    elif name == "legal_representative":
+        if present:
+            _check_related_person(v, where, value, codes, present=True)
+    else:
+        _check_related_person(v, where, value, codes, present=present)
+
+
+def validate_update_request(
+    request: citizen_service_pb2.UpdateCitizenRequest, codes: CodeLists
+) -> tuple[str, list[str]]:
+    """Raise InvalidArgument listing every bad field; return the PIN and the fields to change."""
+    v = Violations()
+    check_request_id(v, "request_id", request.request_id)
+    match = CITIZEN_NAME.match(request.citizen.name)
+    if match is None:
+        v.add("citizen.name", "must be citizens/ and a 12-digit PIN")
+    paths = list(dict.fromkeys(request.update_mask.paths))
+    if not paths:
+        v.add("update_mask", "must name at least one field")
+    for field in paths:
+        if field in PERSON_FIELDS:
+            check_person_field(v, "citizen", request.citizen, field, codes)
+        else:
+            v.add("update_mask.paths", f"{field!r} is not a field that can be updated")
+    if not request.reason.strip():
+        v.add("reason", "is required: say which decision orders the change")
+    elif len(request.reason) > MAX_REASON:
+        v.add("reason", f"must be at most {MAX_REASON} characters")
+    v.raise_if_any()
+    assert match is not None  # noqa: S101 - a violation was raised otherwise
+    return match.group(1), paths
 
 
 def _check_related_person(
