@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import structlog
 from builders import issue_request
 from cryptography.hazmat.primitives import serialization
+from google.protobuf import field_mask_pb2
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 from stack import Stack, start_stack
@@ -25,7 +27,8 @@ from lienthong.civilregistry.v1 import (
     birth_registration_service_pb2_grpc,
 )
 from lienthong.demo import SAMPLES, format_table, pin_matches, register_samples, sample_request
-from lienthong.population.v1 import citizen_service_pb2, citizen_service_pb2_grpc
+from lienthong.person.v1 import sex_pb2
+from lienthong.population.v1 import citizen_pb2, citizen_service_pb2, citizen_service_pb2_grpc
 from lienthong.reference import code_lists
 from lienthong.tls import TlsMaterial, secure_channel
 
@@ -287,3 +290,42 @@ def test_a_bulk_import_streams_through_the_gateway_with_an_answer_per_item(
     (line,) = _exchange_lines(exchanges)
     assert line["status"] == "OK"
     assert line["request_bytes"] == sum(request.ByteSize() for request in requests)
+
+
+def test_a_correction_through_the_gateway_reestablishes_the_pin_with_its_provenance(
+    stack: Stack,
+) -> None:
+    """The registry's correction reaches the population side with the gateway's exchange id."""
+    with stack.channel() as portal:
+        registration = _register(portal, sample_request(SAMPLES[0], code_lists()))
+    old = registration.personal_identification_number
+    correction = citizen_service_pb2.UpdateCitizenRequest(
+        request_id=str(uuid.uuid4()),
+        citizen=citizen_pb2.Citizen(name=f"citizens/{old}", sex=sex_pb2.SEX_MALE),
+        update_mask=field_mask_pb2.FieldMask(paths=["sex"]),
+        reason="Quyết định cải chính 3/QĐ",
+    )
+    with stack.channel("justice") as registry:
+        stub = citizen_service_pb2_grpc.CitizenServiceStub(registry)
+        answer, call = stub.UpdateCitizen.with_call(
+            correction,
+            timeout=10,
+            metadata=(
+                (metadata.PURPOSE, "civil-status-correction"),
+                (metadata.ON_BEHALF_OF, "officers/12"),
+            ),
+        )
+        verified = stub.VerifyCitizen(
+            citizen_service_pb2.VerifyCitizenRequest(
+                personal_identification_number=answer.citizen.personal_identification_number,
+                claim=citizen_service_pb2.CitizenClaim(sex=sex_pb2.SEX_MALE),
+            ),
+            timeout=10,
+            metadata=((metadata.PURPOSE, "identity-verification"),),
+        )
+    assert answer.pin_outcome == citizen_service_pb2.PIN_OUTCOME_REESTABLISHED
+    assert answer.cancelled_personal_identification_number == old
+    assert answer.citizen.personal_identification_number[3] == "2"
+    assert [r.result for r in verified.results] == [citizen_service_pb2.VERIFICATION_RESULT_MATCH]
+    receipt = dict(call.trailing_metadata())["lienthong-receipt-bin"]
+    assert receipt.startswith(b"lienthong receipt v1\n")
