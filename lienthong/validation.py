@@ -24,8 +24,10 @@ VIETNAM_TIME = ZoneInfo("Asia/Ho_Chi_Minh")
 EARLIEST_BIRTH_YEAR = 1900
 MAX_NAME_PART = 50
 MAX_DETAIL = 200
-# Letters of any script (with their combining marks), spaces, apostrophes and hyphens.
-_NAME_PART = re.compile(r"^[^\W\d_]+(?:[ '\-][^\W\d_]+)*$")
+# Words of letters of any script (with their combining marks), joined by one space, apostrophe
+# or hyphen; the characters themselves are checked by Unicode category.
+_NAME_PART = re.compile(r"^[^ '\-]+(?:[ '\-][^ '\-]+)*$")
+_NAME_SEPARATORS = frozenset(" '-")
 
 
 def today() -> dt.date:
@@ -65,7 +67,15 @@ def normalise_name_part(value: str) -> str:
     return " ".join(unicodedata.normalize("NFC", value).upper().split())
 
 
+def _is_name_character(character: str) -> bool:
+    # Letters (L*) and combining marks (M*); digits of any kind (N*) are refused.
+    return character in _NAME_SEPARATORS or unicodedata.category(character)[0] in "LM"
+
+
 def _check_name_part(v: Violations, path: str, value: str, *, required: bool) -> None:
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        v.add(path, "must not contain control characters such as line breaks")
+        return
     text = normalise_name_part(value)
     if not text:
         if required:
@@ -73,7 +83,7 @@ def _check_name_part(v: Violations, path: str, value: str, *, required: bool) ->
         return
     if len(text) > MAX_NAME_PART:
         v.add(path, f"must be at most {MAX_NAME_PART} characters")
-    elif not _NAME_PART.match(text):
+    elif not _NAME_PART.match(text) or not all(_is_name_character(c) for c in text):
         v.add(path, "may contain only letters, spaces, apostrophes and hyphens")
 
 

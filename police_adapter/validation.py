@@ -18,11 +18,12 @@ from lienthong.validation import (
     check_sex,
     check_unit,
     is_vietnamese,
+    today,
 )
 
 CITIZEN_NAME = re.compile(r"^citizens/(\d{12})$")
 MAX_REASON = 500
-_REGISTRATION_NAME = re.compile(r"^birthRegistrations/\d{3,5}-\d{4}-\d{1,9}$")
+_REGISTRATION_NAME = re.compile(r"^birthRegistrations/(\d{3}|\d{5})-(\d{4})-[1-9]\d{0,8}$")
 _PIN = re.compile(r"^\d{12}$")
 
 
@@ -40,11 +41,7 @@ def validate_issue_request(
         v.raise_if_any()
     birth = request.registered_birth
     path = "registered_birth"
-    if not _REGISTRATION_NAME.match(birth.birth_registration):
-        v.add(
-            f"{path}.birth_registration",
-            "must be a registration name such as birthRegistrations/00004-2016-17",
-        )
+    _check_registration_name(v, f"{path}.birth_registration", birth, codes)
     for name in PERSON_FIELDS:
         check_person_field(v, path, birth, name, codes)
     v.raise_if_any()
@@ -128,6 +125,23 @@ def validate_update_request(
     v.raise_if_any()
     assert match is not None  # noqa: S101 - a violation was raised otherwise
     return match.group(1), paths
+
+
+def _check_registration_name(
+    v: Violations, path: str, birth: citizen_pb2.RegisteredBirth, codes: CodeLists
+) -> None:
+    """The source registration's name, consistent with the unit and the date of birth."""
+    match = _REGISTRATION_NAME.match(birth.birth_registration)
+    if match is None:
+        v.add(path, "must be a registration name such as birthRegistrations/00004-2016-17")
+        return
+    unit_code, year = match.group(1), int(match.group(2))
+    place = birth.registration_place
+    known = any(codes.unit(level, place.code) for level in (Level.DISTRICT, Level.COMMUNE))
+    if known and unit_code != place.code:  # an unknown place is its own error
+        v.add(path, "must name the unit of registration_place, which registered the birth")
+    elif year < birth.date_of_birth.year <= today().year:  # a future date is its own error
+        v.add(path, "is registered in a year before the child's year of birth")
 
 
 def _check_related_person(

@@ -14,7 +14,7 @@ TP_HCM_COMMUNE = "26734"  # Phường Tân Định, Quận 1, TP Hồ Chí Minh 
 
 
 def issue_request(
-    registration: str = "birthRegistrations/00004-2016-1",
+    registration: str | None = None,
     *,
     commune: str = HA_NOI_COMMUNE,
     sex: sex_pb2.Sex.ValueType = sex_pb2.SEX_FEMALE,
@@ -28,7 +28,7 @@ def issue_request(
     return citizen_service_pb2.IssuePersonalIdentificationNumberRequest(
         request_id=request_id or str(uuid.uuid4()),
         registered_birth=citizen_pb2.RegisteredBirth(
-            birth_registration=registration,
+            birth_registration=registration or f"birthRegistrations/{commune}-{year}-1",
             full_name=person_name_pb2.PersonName(
                 family_name="LÊ", middle_name="THỊ", given_name="HOA"
             ),

@@ -266,9 +266,9 @@ def test_a_bulk_import_streams_through_the_gateway_with_an_answer_per_item(
 ) -> None:
     """Bidirectional streaming is forwarded as a stream: each item gets its own outcome."""
     items = [
-        issue_request("birthRegistrations/00004-2015-1"),
-        issue_request("birthRegistrations/00004-2015-2", nationality="KR"),
-        issue_request("birthRegistrations/00004-2015-3"),
+        issue_request("birthRegistrations/00004-2016-101"),
+        issue_request("birthRegistrations/00004-2016-102", nationality="KR"),
+        issue_request("birthRegistrations/00004-2016-103"),
     ]
     requests = [
         citizen_service_pb2.StreamIssuePersonalIdentificationNumbersRequest(
