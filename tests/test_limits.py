@@ -7,24 +7,12 @@ import threading
 import time
 
 import pytest
+from fakes import FakeClock
 
 from gateway.limits import Admission, CallerLimits, LimitSettings, Rejection, TokenBucket
 
 JUSTICE = "spiffe://lienthong.gov.vn/ministry/justice/adapter"
 POLICE = "spiffe://lienthong.gov.vn/ministry/police/adapter"
-
-
-class FakeClock:
-    """A monotonic clock that only moves when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
