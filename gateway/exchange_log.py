@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -57,6 +58,8 @@ class Exchange:
     _response_digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     _on_finish: list[Callable[[grpc.StatusCode], None]] = field(default_factory=list)
     _finished: bool = False
+    # The handler and grpc's termination callback may both finish an exchange: once wins.
+    _finish_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def when_finished(self, callback: Callable[[grpc.StatusCode], None]) -> None:
         """Run ``callback`` with the final status when the exchange finishes."""
@@ -119,9 +122,13 @@ class Exchange:
         Returns the receipt to send in the trailing metadata, or None when the completion
         could not be made durable — then the answer must not be released.
         """
-        if self._finished:
-            return self.receipt
-        self._finished = True
+        with self._finish_lock:
+            if self._finished:
+                return self.receipt
+            self._finished = True
+            return self._complete(code)
+
+    def _complete(self, code: grpc.StatusCode) -> bytes | None:
         for callback in self._on_finish:
             callback(code)
         completion = self._entry(
