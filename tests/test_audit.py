@@ -440,3 +440,44 @@ def test_the_cli_searches_tails_and_exports(tmp_path: Path) -> None:
     checked = _cli(config, "verify", "--export", str(out))
     assert checked.returncode == 0, checked.stdout
     assert "OK: 10 entries" in checked.stdout
+
+
+def test_two_gateway_processes_share_one_tree_on_postgresql(
+    postgres_url: str, signer: NoteSigner
+) -> None:
+    """Two logs on one database (as two gateway processes) append to one verifiable tree."""
+    logs = [AuditLog(make_engine(postgres_url), signer, checkpoint_interval=0.2) for _ in range(2)]
+    for log in logs:
+        log.start()
+
+    def append(job: tuple[int, int]) -> tuple[int, bytes, bytes]:
+        which, n = job
+        entry = AuditEntry(
+            "completion",
+            f"{which}-{n}",
+            None,
+            None,
+            "/a.B/C",
+            None,
+            None,
+            None,
+            "2016-01-01T00:00:00.000000Z",
+        )
+        appended = logs[which].append(entry)
+        return appended.leaf_index, appended.leaf_hash, entry.encode()
+
+    jobs = [(n % 2, n) for n in range(2000)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(append, jobs))
+    checkpoint = logs[0].checkpoint()
+    for log in logs:
+        log.close()
+    assert sorted(index for index, _, _ in results) == list(range(2000))
+    assert all(merkle.leaf_hash(data) == leaf for _, leaf, data in results)
+    assert checkpoint is not None
+    assert checkpoint.tree_size == 2000
+    engine = make_engine(postgres_url)
+    verification = verify_log(engine, NoteVerifier(signer.verifier_key()))
+    engine.dispose()
+    assert verification.ok, verification.problems
+    assert verification.entries == 2000

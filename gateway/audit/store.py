@@ -202,7 +202,7 @@ class AuditLog:
         self._checkpointer.start()
 
     def close(self) -> None:
-        """Write what is queued, sign a last checkpoint and stop."""
+        """Write what is queued, sign a last checkpoint, stop, and release the engine."""
         self._stop.set()
         self._queue.put(None)
         if self._writer.is_alive():
@@ -210,6 +210,7 @@ class AuditLog:
         if self._checkpointer.is_alive():
             self._checkpointer.join(timeout=10)
         self.checkpoint()
+        self._engine.dispose()
 
     # Appending ----------------------------------------------------------------------------
 
