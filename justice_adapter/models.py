@@ -1,4 +1,4 @@
-"""The registry's tables and the allocation of registration numbers.
+"""The registry's tables, their mapping to messages, and registration numbering.
 
 Both work on SQLite (development, tests) and PostgreSQL (production). The schema is created
 with ``create_schema``; Alembic migrations take over in a later issue.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from google.protobuf import json_format
 from sqlalchemy import (
     JSON,
     Date,
@@ -26,11 +27,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from lienthong.calendar.v1 import date_pb2
+from lienthong.civilregistry.v1 import birth_registration_pb2 as br
+
 UNIT_CODE = 5  # the longest statistics office code, a commune's
 PIN_LENGTH = 12
 SHA256_HEX = 64
 NAME_LENGTH = 64  # "birthRegistrations/" + unit + year + number fits with room to spare
 REQUEST_ID_LENGTH = 36  # a UUID in its canonical text form
+ERROR_CODE_LENGTH = 32  # the longest gRPC code name, DEADLINE_EXCEEDED, with room to spare
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -73,6 +78,11 @@ class BirthRegistrationRow(Base):
 
     The full registration is kept as JSON in ``record``; the columns beside it are what the
     registry searches, orders, numbers and updates by.
+
+    A row with ``PIN_STATUS_PENDING`` is also the outbox entry of its PIN request
+    (justice_adapter.outbox): it commits in the registration's own transaction, so a PIN
+    request can be lost only with the registration itself. ``pin_next_attempt_at`` is set
+    exactly while the PIN is pending.
     """
 
     __tablename__ = "birth_registration"
@@ -87,6 +97,8 @@ class BirthRegistrationRow(Base):
         Index("ix_birth_registration_province", "province_code", "id"),
         Index("ix_birth_registration_district", "district_code", "id"),
         Index("ix_birth_registration_date", "registration_date", "id"),
+        # The outbox's look-up of due PIN requests; NULL for every row not pending.
+        Index("ix_birth_registration_pin_due", "pin_next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -106,6 +118,13 @@ class BirthRegistrationRow(Base):
     child_nationality_vn: Mapped[bool]
     pin: Mapped[str | None] = mapped_column(String(PIN_LENGTH))
     pin_status: Mapped[int] = mapped_column(Integer)
+    # PIN requests sent for this registration whose outcome was recorded.
+    pin_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the outbox may next send the PIN request; while one is in flight, the end of its
+    # lease. NULL once the PIN is issued, or when none is due.
+    pin_next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    # The gRPC code name of the last failed attempt, never its message: that may quote data.
+    pin_last_error: Mapped[str | None] = mapped_column(String(ERROR_CODE_LENGTH))
     create_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     update_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
@@ -147,6 +166,22 @@ def allocate_registration_number(session: Session, unit_code: str, year: int) ->
     counter.last_number += 1
     session.flush()
     return counter.last_number
+
+
+def to_message(row: BirthRegistrationRow) -> br.BirthRegistration:
+    """The registration a row stores, with its output-only fields set from the columns."""
+    registration = json_format.ParseDict(row.record, br.BirthRegistration())
+    registration.name = row.name
+    registration.registration_number = row.registration_number
+    date = row.registration_date
+    registration.registration_date.CopyFrom(
+        date_pb2.Date(year=date.year, month=date.month, day=date.day)
+    )
+    registration.personal_identification_number = row.pin or ""
+    registration.pin_status = br.PinStatus.ValueType(row.pin_status)
+    registration.create_time.FromDatetime(row.create_time)
+    registration.update_time.FromDatetime(row.update_time)
+    return registration
 
 
 def create_schema(engine: Engine) -> None:

@@ -2,8 +2,8 @@
 
 A registration is committed before its PIN is requested, so that the population database
 being down never loses a registration or its number: the registration then stays
-PIN_STATUS_PENDING and is completed later. Logs carry registration names and request ids,
-never personal data (Decree 13/2023).
+PIN_STATUS_PENDING, and the outbox (justice_adapter.outbox) delivers its PIN request later.
+Logs carry registration names and request ids, never personal data (Decree 13/2023).
 """
 
 from __future__ import annotations
@@ -20,19 +20,23 @@ from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from justice_adapter.models import BirthRegistrationRow, allocate_registration_number
-from justice_adapter.pin_requests import PinIssuer, PinRejected, pin_fits
+from justice_adapter.models import (
+    BirthRegistrationRow,
+    allocate_registration_number,
+    to_message,
+)
 from justice_adapter.validation import REQUIRED_LEVEL, validate_register_birth
 from lienthong import validation
 from lienthong.calendar.v1 import date_pb2
 from lienthong.civilregistry.v1 import birth_registration_pb2 as br
-from lienthong.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
+from lienthong.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from lienthong.reference import CODE_LENGTH, CodeLists, Level, Unit
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
     from sqlalchemy.sql.elements import ColumnElement
 
+    from justice_adapter.outbox import PinOutbox
     from lienthong.civilregistry.v1 import birth_registration_service_pb2 as service
 
 log = structlog.get_logger(__name__)
@@ -64,18 +68,24 @@ class BirthRegistry:
     """Birth registrations of every unit, in one database."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], issuer: PinIssuer, codes: CodeLists
+        self, sessions: sessionmaker[Session], outbox: PinOutbox, codes: CodeLists
     ) -> None:
-        """Use ``sessions`` for the database, ``issuer`` for PINs, ``codes`` to validate."""
+        """Use ``sessions`` for the database, ``outbox`` for PINs, ``codes`` to validate.
+
+        ``outbox`` works on the same database; its worker delivers what the immediate
+        attempt of ``register_birth`` could not.
+        """
         self._sessions = sessions
-        self._issuer = issuer
+        self._outbox = outbox
         self._codes = codes
 
     def register_birth(self, request: service.RegisterBirthRequest) -> br.BirthRegistration:
         """Enter a registration, numbered in its unit and year, and request its PIN if due.
 
-        A repeat of a request_id returns the stored registration as it now stands (AIP-155);
-        the request_id reused with other content raises AlreadyExists.
+        The PIN is asked for at once, so that the common case does not wait for the outbox's
+        worker; when that fails the registration is returned PIN_STATUS_PENDING and the
+        worker retries. A repeat of a request_id returns the stored registration as it now
+        stands (AIP-155); the request_id reused with other content raises AlreadyExists.
         """
         validate_register_birth(request, self._codes)
         submitted = _without_output_only(request.birth_registration)
@@ -98,7 +108,7 @@ class BirthRegistry:
             pin_status=br.PinStatus.Name(registration.pin_status),
         )
         if registration.pin_status == br.PIN_STATUS_PENDING:
-            return self._obtain_pin(registration, request.request_id)
+            return self._outbox.deliver(registration.name)
         return registration
 
     def get(self, name: str) -> br.BirthRegistration:
@@ -111,7 +121,7 @@ class BirthRegistry:
             ).one_or_none()
             if row is None:
                 raise NotFound(f"{name} does not exist")
-            return _to_message(row)
+            return to_message(row)
 
     def list(
         self, request: service.ListBirthRegistrationsRequest
@@ -132,7 +142,7 @@ class BirthRegistry:
         )
         with self._sessions() as session:
             rows = session.scalars(query).all()
-            page = [_to_message(row) for row in rows[:page_size]]
+            page = [to_message(row) for row in rows[:page_size]]
             more = len(rows) > page_size
             return page, _encode_page_token(rows[page_size - 1].id) if more else ""
 
@@ -148,7 +158,7 @@ class BirthRegistry:
                     "request_id was already used for a different registration",
                     reason="REQUEST_ID_REUSED",
                 )
-            return _to_message(row)
+            return to_message(row)
 
     def _insert(
         self, request_id: str, digest: str, submitted: br.BirthRegistration
@@ -180,12 +190,15 @@ class BirthRegistry:
                 child_nationality_vn=vietnamese,
                 pin=None,
                 pin_status=br.PIN_STATUS_PENDING if due else br.PIN_STATUS_NOT_APPLICABLE,
+                pin_attempts=0,
+                # The outbox entry of the PIN request, due at once, committed with the rest.
+                pin_next_attempt_at=self._outbox.now() if due else None,
                 create_time=now,
                 update_time=now,
             )
             session.add(row)
             session.flush()
-            return _to_message(row)
+            return to_message(row)
 
     def _unit_of(self, registration: br.BirthRegistration) -> Unit:
         unit = registration.registration_unit
@@ -193,40 +206,6 @@ class BirthRegistry:
         if found is None:  # validate_register_birth has checked it exists
             raise LookupError(f"unit {unit.code} is not in the code list")
         return found
-
-    def _obtain_pin(
-        self, registration: br.BirthRegistration, request_id: str
-    ) -> br.BirthRegistration:
-        name = registration.name
-        try:
-            value = self._issuer.issue(registration, request_id)
-        except Unavailable:
-            log.warning("pin_request_unavailable", birth_registration=name, request_id=request_id)
-            return registration
-        except PinRejected as rejected:
-            # Not log.exception: the traceback would carry the population database's message.
-            log.error(  # noqa: TRY400
-                "pin_request_rejected",
-                birth_registration=name,
-                request_id=request_id,
-                code=rejected.code.name,
-            )
-            return registration
-        if not pin_fits(value, registration, self._codes):
-            log.error("pin_does_not_fit_registration", birth_registration=name)
-            return registration
-        with self._sessions.begin() as session:
-            row = session.scalars(
-                select(BirthRegistrationRow)
-                .where(BirthRegistrationRow.name == name)
-                .with_for_update()
-            ).one()
-            # A PIN is issued once: whichever path stored it first wins, the rest read it.
-            if row.pin_status == br.PIN_STATUS_PENDING:
-                row.pin = value
-                row.pin_status = br.PIN_STATUS_ISSUED
-                row.update_time = dt.datetime.now(dt.UTC)
-            return _to_message(row)
 
     def _filters(
         self, v: validation.Violations, request: service.ListBirthRegistrationsRequest
@@ -292,21 +271,6 @@ def _normalise_names(registration: br.BirthRegistration) -> None:
             name.family_name = validation.normalise_name_part(name.family_name)
             name.middle_name = validation.normalise_name_part(name.middle_name)
             name.given_name = validation.normalise_name_part(name.given_name)
-
-
-def _to_message(row: BirthRegistrationRow) -> br.BirthRegistration:
-    registration = json_format.ParseDict(row.record, br.BirthRegistration())
-    registration.name = row.name
-    registration.registration_number = row.registration_number
-    date = row.registration_date
-    registration.registration_date.CopyFrom(
-        date_pb2.Date(year=date.year, month=date.month, day=date.day)
-    )
-    registration.personal_identification_number = row.pin or ""
-    registration.pin_status = br.PinStatus.ValueType(row.pin_status)
-    registration.create_time.FromDatetime(row.create_time)
-    registration.update_time.FromDatetime(row.update_time)
-    return registration
 
 
 def _filter_date(

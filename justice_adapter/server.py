@@ -1,8 +1,10 @@
-"""The composition root of the Justice adapter: configuration in, a gRPC server out.
+"""The composition root of the Justice adapter: configuration in, a running adapter out.
 
-Nothing is built at import time; ``create_server`` builds the engine, the channel to the
-gateway, the registry and the server, and ``serve`` runs them until SIGTERM or SIGINT
-(lienthong.serving, shared with the other services).
+Nothing is built at import time; ``create_adapter`` builds the engine, the channel to the
+gateway, the registry, the PIN outbox with its worker, and the server; ``serve`` runs them
+until SIGTERM or SIGINT (lienthong.serving, shared with the other services). The worker runs
+whenever the adapter serves, so a registration left PIN_STATUS_PENDING is delivered later
+without anyone asking.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from justice_adapter.models import create_schema
+from justice_adapter.outbox import OutboxWorker, PinOutbox
 from justice_adapter.pin_requests import GatewayPinIssuer
 from justice_adapter.registry import BirthRegistry
 from justice_adapter.servicer import BirthRegistrationServicer, OfficerServicer
@@ -37,16 +40,29 @@ SERVER_NAME = "justice_adapter"
 
 
 @dataclass(frozen=True)
-class _Assembly:
-    """A built server and what must be released after it stops."""
+class JusticeAdapter:
+    """A built adapter: its server, the outbox worker beside it, and what both hold."""
 
     server: grpc.Server
     port: int
+    worker: OutboxWorker
     engine: Engine
-    gateway: grpc.Channel
+    channel: grpc.Channel
+
+    def start(self) -> None:
+        """Serve calls and deliver pending PIN requests in the background."""
+        self.server.start()
+        self.worker.start()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Let in-flight calls finish for ``grace`` seconds, then stop the worker and release."""
+        self.server.stop(grace).wait()
+        self.close()
 
     def close(self) -> None:
-        self.gateway.close()
+        """Stop the worker, then release the gateway channel and the database it used."""
+        self.worker.stop()
+        self.channel.close()
         self.engine.dispose()
 
 
@@ -60,21 +76,29 @@ def service_names() -> list[str]:
     ]
 
 
-def _assemble(config: JusticeConfig) -> _Assembly:
+def create_adapter(config: JusticeConfig) -> JusticeAdapter:
+    """Build the adapter, its server bound but nothing started.
+
+    The database schema is created if missing. ``JusticeAdapter.stop`` (or ``close``, once
+    the server has stopped) releases the engine and the gateway channel.
+    """
     engine = make_engine(config.database_url)
     tls = config.tls.read()
     # The adapter's certificate is also its client certificate towards the gateway.
-    gateway = secure_channel(config.gateway, tls)
+    channel = secure_channel(config.gateway, tls)
     try:
         create_schema(engine)
-        registry = BirthRegistry(session_factory(engine), GatewayPinIssuer(gateway), code_lists())
+        sessions = session_factory(engine)
+        codes = code_lists()
+        outbox = PinOutbox(sessions, GatewayPinIssuer(channel), codes)
+        registry = BirthRegistry(sessions, outbox, codes)
         server, port = build_server(
             listen=config.listen,
             tls=tls,
             interceptors=[EdgeInterceptor(DOMAIN, config.trusted_callers)],
         )
     except BaseException:
-        gateway.close()
+        channel.close()
         engine.dispose()
         raise
     birth_registration_service_pb2_grpc.add_BirthRegistrationServiceServicer_to_server(
@@ -82,26 +106,18 @@ def _assemble(config: JusticeConfig) -> _Assembly:
     )
     officer_service_pb2_grpc.add_OfficerServiceServicer_to_server(OfficerServicer(), server)
     add_health_and_reflection(server, service_names())
-    return _Assembly(server, port, engine, gateway)
-
-
-def create_server(config: JusticeConfig) -> tuple[grpc.Server, int]:
-    """Build the adapter's server, bound but not started, and the port it is bound to.
-
-    The database schema is created if missing. The engine and the gateway channel live as
-    long as the server; ``serve`` releases them on shutdown.
-    """
-    assembly = _assemble(config)
-    return assembly.server, assembly.port
+    return JusticeAdapter(server, port, OutboxWorker(outbox), engine, channel)
 
 
 def serve(config: JusticeConfig) -> None:
-    """Run the adapter until SIGTERM or SIGINT, drain calls, then release the database.
+    """Run the adapter until SIGTERM or SIGINT, drain calls, stop the worker, release.
 
     Must be called from the main thread, which alone may install signal handlers.
     """
-    assembly = _assemble(config)
+    adapter = create_adapter(config)
+    adapter.worker.start()
     try:
-        serve_until_signalled(assembly.server, SERVER_NAME, assembly.port)
+        serve_until_signalled(adapter.server, SERVER_NAME, adapter.port)
     finally:
-        assembly.close()
+        # After the drain: a registration still in flight may leave work for the worker.
+        adapter.close()

@@ -10,7 +10,7 @@ import grpc
 
 from certs.pki import DevPki
 from gateway.server import Gateway, create_gateway
-from justice_adapter.server import create_server as create_justice
+from justice_adapter.server import JusticeAdapter, create_adapter
 from lienthong.config import AuditConfig, GatewayConfig, JusticeConfig, PoliceConfig
 from lienthong.tls import TlsFiles, secure_channel
 from police_adapter.server import create_server as create_police
@@ -34,26 +34,50 @@ def tls_of(pki: DevPki, system: str) -> TlsFiles:
 
 @dataclass
 class Stack:
-    """Three running servers and what a test needs to reach them."""
+    """Three running servers and what a test needs to reach them.
+
+    The Justice adapter runs with its PIN outbox worker, as it does when served. ``restart``
+    builds a service again on its address and database, as after a process restart.
+    """
 
     pki: DevPki
     gateway_address: str
     justice_address: str
     police_address: str
-    servers: dict[str, grpc.Server]
+    police: grpc.Server
+    justice: JusticeAdapter
     gateway: Gateway
+    police_config: PoliceConfig
+    justice_config: JusticeConfig
 
     def channel(self, system: str = "officer-portal", address: str | None = None) -> grpc.Channel:
         """A channel to the gateway (or ``address``) presenting ``system``'s certificate."""
         return secure_channel(address or self.gateway_address, tls_of(self.pki, system).read())
 
     def stop(self, name: str) -> None:
-        self.servers[name].stop(grace=None).wait()
+        """Stop "police" or "justice" (with its outbox worker) without draining calls."""
+        if name == "police":
+            self.police.stop(grace=None).wait()
+        elif name == "justice":
+            self.justice.stop(grace=None)
+        else:
+            raise ValueError(f"no service {name!r} to stop")
+
+    def restart(self, name: str) -> None:
+        """Stop "police" or "justice" if running, then serve it again on the same address and
+        database."""
+        self.stop(name)
+        if name == "police":
+            self.police, _ = create_police(self.police_config)
+            self.police.start()
+        else:
+            self.justice = create_adapter(self.justice_config)
+            self.justice.start()
 
     def stop_all(self) -> None:
         self.gateway.stop(grace=None)
-        for server in self.servers.values():
-            server.stop(grace=None).wait()
+        self.justice.stop(grace=None)
+        self.police.stop(grace=None).wait()
 
 
 def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack:
@@ -62,17 +86,15 @@ def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack
     justice_address = f"127.0.0.1:{justice_port}"
     police_address = f"127.0.0.1:{police_port}"
     trusted = frozenset({GATEWAY_ID})
-    police, _ = create_police(
-        PoliceConfig(
-            police_address, tls_of(pki, "police"), f"sqlite:///{directory / 'police.db'}", trusted
-        )
+    police_config = PoliceConfig(
+        police_address, tls_of(pki, "police"), f"sqlite:///{directory / 'police.db'}", trusted
     )
-    justice, _ = create_justice(
-        JusticeConfig(
-            justice_address, tls_of(pki, "justice"), f"sqlite:///{directory / 'justice.db'}",
-            gateway_address, trusted,
-        )
+    justice_config = JusticeConfig(
+        justice_address, tls_of(pki, "justice"), f"sqlite:///{directory / 'justice.db'}",
+        gateway_address, trusted,
     )  # fmt: skip
+    police, _ = create_police(police_config)
+    justice = create_adapter(justice_config)
     gateway = create_gateway(
         GatewayConfig(
             listen=gateway_address,
@@ -91,8 +113,10 @@ def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack
             metrics_listen="127.0.0.1:0",
         )
     )
-    servers = {"police": police, "justice": justice}
-    for server in servers.values():
-        server.start()
+    police.start()
+    justice.start()
     gateway.start()
-    return Stack(pki, gateway_address, justice_address, police_address, servers, gateway)
+    return Stack(
+        pki, gateway_address, justice_address, police_address, police, justice, gateway,
+        police_config, justice_config,
+    )  # fmt: skip

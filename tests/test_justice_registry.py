@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from justice_adapter.models import BirthRegistrationRow, RegistrationCounter, create_schema
+from justice_adapter.outbox import PinOutbox
 from justice_adapter.pin_requests import PinRejected
 from justice_adapter.registry import BirthRegistry
 from lienthong import pin, validation
@@ -180,9 +181,14 @@ def issuer():
     return LawfulIssuer()
 
 
+def registry_with(sessions, issuer) -> BirthRegistry:
+    """A registry whose PINs come from ``issuer``, through an outbox on the same database."""
+    return BirthRegistry(sessions, PinOutbox(sessions, issuer, code_lists()), code_lists())
+
+
 @pytest.fixture
 def registry(sessions, issuer):
-    return BirthRegistry(sessions, issuer, code_lists())
+    return registry_with(sessions, issuer)
 
 
 def count(sessions, table) -> int:
@@ -292,7 +298,7 @@ def test_no_pin_for_a_foreign_child_or_a_re_registration(registry, issuer, birth
 def test_population_database_down_leaves_the_registration_committed_and_pending(sessions):
     """The registration and its number are kept; only the PIN waits; logs hold no names."""
     down = FailingIssuer(UnavailableError("population database: UNAVAILABLE"))
-    registry = BirthRegistry(sessions, down, code_lists())
+    registry = registry_with(sessions, down)
     sent = request()
 
     with capture_logs() as logs:
@@ -304,13 +310,16 @@ def test_population_database_down_leaves_the_registration_committed_and_pending(
     assert down.calls == 1
     assert registry.get(entered.name).pin_status == br.PIN_STATUS_PENDING
     assert count(sessions, BirthRegistrationRow) == 1
-    warning = next(log for log in logs if log["event"] == "pin_request_unavailable")
+    warning = next(log for log in logs if log["event"] == "pin_delivery_failed")
+    retry_in = warning.pop("retry_in")
     assert warning == {
-        "event": "pin_request_unavailable",
+        "event": "pin_delivery_failed",
         "log_level": "warning",
         "birth_registration": entered.name,
-        "request_id": sent.request_id,
+        "code": "UNAVAILABLE",
+        "attempts": 1,
     }
+    assert 0.25 <= retry_in <= 0.5  # the outbox's first backoff, jittered
     logged = repr(logs)
     assert not any(part in logged.upper() for part in ("NGUYỄN", "TRẦN", "2016-03-10", "HOA"))
 
@@ -318,32 +327,36 @@ def test_population_database_down_leaves_the_registration_committed_and_pending(
 def test_pin_rejected_by_the_population_database_leaves_the_registration_pending(sessions):
     """A definitive refusal does not undo the registration either."""
     refusing = FailingIssuer(PinRejected(grpc.StatusCode.INVALID_ARGUMENT, "full_name"))
-    registry = BirthRegistry(sessions, refusing, code_lists())
+    registry = registry_with(sessions, refusing)
 
     with capture_logs() as logs:
         entered = registry.register_birth(request())
 
     assert entered.pin_status == br.PIN_STATUS_PENDING
     assert registry.get(entered.name).pin_status == br.PIN_STATUS_PENDING
-    error = next(log for log in logs if log["event"] == "pin_request_rejected")
+    error = next(log for log in logs if log["event"] == "pin_delivery_failed")
     assert error["code"] == "INVALID_ARGUMENT"
     assert error["log_level"] == "error"
+    assert error["retry_in"] == 30.0  # a refusal is not asked again soon
 
 
 def test_pin_that_does_not_fit_the_registration_is_not_stored(sessions):
     """A PIN of the wrong province breaks Decree 137/2015 Art. 13: keep PENDING, log an error."""
-    registry = BirthRegistry(sessions, WrongProvinceIssuer(), code_lists())
+    registry = registry_with(sessions, WrongProvinceIssuer())
 
     with capture_logs() as logs:
         entered = registry.register_birth(request())
 
     assert entered.pin_status == br.PIN_STATUS_PENDING
     assert registry.get(entered.name).personal_identification_number == ""
-    error = next(log for log in logs if log["event"] == "pin_does_not_fit_registration")
+    error = next(log for log in logs if log["event"] == "pin_delivery_failed")
     assert error == {
-        "event": "pin_does_not_fit_registration",
+        "event": "pin_delivery_failed",
         "log_level": "error",
         "birth_registration": entered.name,
+        "code": "PIN_DOES_NOT_FIT",
+        "attempts": 1,
+        "retry_in": 30.0,
     }
 
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from test_justice_registry import registration, request
 
-from justice_adapter.server import DOMAIN, create_server, service_names
+from justice_adapter.server import DOMAIN, create_adapter, service_names
 from lienthong.civilregistry.v1 import birth_registration_pb2 as br
 from lienthong.civilregistry.v1 import birth_registration_service_pb2 as service
 from lienthong.civilregistry.v1 import birth_registration_service_pb2_grpc as service_grpc
@@ -80,10 +80,10 @@ def config(pki, tmp_path, gateway):
 
 @pytest.fixture
 def address(config):
-    server, port = create_server(config)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=None)
+    adapter = create_adapter(config)
+    adapter.start()
+    yield f"127.0.0.1:{adapter.port}"
+    adapter.stop(grace=None)
 
 
 @pytest.fixture
