@@ -44,7 +44,7 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
         }
         processes = {}
         for name in SERVICES:  # each healthy before the next, which calls it, starts
-            processes[name] = cleanup.enter_context(_service(name, config))
+            processes[name] = cleanup.enter_context(_ServiceProcess(name, config))
             _wait_healthy(name, addresses[name], client_tls, processes[name], config.log_directory)
         out.write(f"lienthong is running: gateway on {config.gateway.listen} (mutual TLS).\n\n")
         out.write("Registering sample births through the gateway...\n\n")
@@ -70,7 +70,7 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
         out.flush()
 
 
-class _service:  # noqa: N801 - used as a context manager factory
+class _ServiceProcess:
     """A service as a child process whose output goes to its log file; stopped on exit."""
 
     def __init__(self, name: str, config: StackConfig) -> None:
