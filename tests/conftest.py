@@ -12,7 +12,7 @@ import sqlalchemy
 
 from certs.pki import DevPki, init_dev_pki
 
-pytest_plugins = ["gateway_fixtures"]
+pytest_plugins = ["gateway_fixtures", "justice_fixtures"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "LIENTHONG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

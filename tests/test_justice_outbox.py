@@ -16,11 +16,11 @@ import grpc
 import pytest
 from sqlalchemy import select, update
 from stack import Stack, start_stack
+from stack import tls_of as tls_files
 from structlog.testing import capture_logs
 from test_justice_registry import registration, request
-from test_justice_server import FakeGateway, tls_files
 
-from justice_adapter.models import BirthRegistrationRow, create_schema
+from justice_adapter.models import BirthRegistrationRow
 from justice_adapter.outbox import OutboxWorker, PinOutbox
 from justice_adapter.pin_requests import PinRejected, pin_fits
 from justice_adapter.registry import BirthRegistry
@@ -33,8 +33,6 @@ from lienthong.config import JusticeConfig
 from lienthong.db import make_engine, session_factory
 from lienthong.demo import SAMPLES, sample_request
 from lienthong.errors import Unavailable
-from lienthong.grpc_server import build_server
-from lienthong.population.v1 import citizen_service_pb2_grpc
 from lienthong.reference import Level, code_lists
 from lienthong.tls import secure_channel
 from police_adapter.models import CitizenRecord
@@ -122,20 +120,6 @@ def _lawful_pin(registration: br.BirthRegistration, serial: int) -> str:
 
 
 # Fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def engine(database_url):
-    """A fresh database of each supported kind (conftest: SQLite file, PostgreSQL)."""
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine):
-    return session_factory(engine)
 
 
 @pytest.fixture
@@ -529,21 +513,9 @@ def _wait_for(condition, timeout: float = 30.0) -> None:
 # The adapter runs its worker --------------------------------------------------------------
 
 
-@pytest.fixture
-def fake_gateway(pki):
-    fake = FakeGateway()
-    server, port = build_server(listen="127.0.0.1:0", tls=tls_files(pki, "gateway-server").read())
-    citizen_service_pb2_grpc.add_CitizenServiceServicer_to_server(fake, server)
-    server.start()
-    yield fake, f"127.0.0.1:{port}"
-    server.stop(grace=None)
-
-
-def test_the_served_adapter_delivers_a_pending_pin_when_the_gateway_is_back(
-    pki, tmp_path, fake_gateway
-):
+def test_the_served_adapter_delivers_a_pending_pin_when_the_gateway_is_back(pki, tmp_path, gateway):
     """Nobody calls again: the adapter's own worker completes the registration."""
-    fake, gateway_address = fake_gateway
+    fake, gateway_address = gateway
     fake.failure = grpc.StatusCode.UNAVAILABLE
     adapter = create_adapter(
         JusticeConfig(

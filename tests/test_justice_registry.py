@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
-from justice_adapter.models import BirthRegistrationRow, RegistrationCounter, create_schema
+from justice_adapter.models import BirthRegistrationRow, RegistrationCounter
 from justice_adapter.outbox import PinOutbox
 from justice_adapter.pin_requests import PinRejected
 from justice_adapter.registry import BirthRegistry
@@ -21,7 +21,6 @@ from lienthong import pin, validation
 from lienthong.calendar.v1 import date_pb2
 from lienthong.civilregistry.v1 import birth_registration_pb2 as br
 from lienthong.civilregistry.v1 import birth_registration_service_pb2 as service
-from lienthong.db import make_engine, session_factory
 from lienthong.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from lienthong.errors import Unavailable as UnavailableError
 from lienthong.person.v1 import ethnicity_pb2, nationality_pb2, person_name_pb2, sex_pb2
@@ -160,20 +159,6 @@ class WrongProvinceIssuer:
 
 
 # Fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def engine(database_url):
-    """A fresh database of each supported kind (conftest: SQLite file, PostgreSQL)."""
-    engine = make_engine(database_url)
-    create_schema(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine):
-    return session_factory(engine)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from stack import tls_of as tls_files
 from test_justice_registry import registration, request
 
 from justice_adapter.server import DOMAIN, create_adapter, service_names
@@ -25,46 +26,11 @@ from lienthong.civilregistry.v1 import birth_registration_service_pb2 as service
 from lienthong.civilregistry.v1 import birth_registration_service_pb2_grpc as service_grpc
 from lienthong.civilregistry.v1 import officer_service_pb2, officer_service_pb2_grpc
 from lienthong.config import JusticeConfig
-from lienthong.grpc_server import build_server
-from lienthong.identity import peer_identity
-from lienthong.population.v1 import citizen_service_pb2, citizen_service_pb2_grpc
-from lienthong.tls import TlsFiles, secure_channel
+from lienthong.tls import secure_channel
 
 GATEWAY = "spiffe://lienthong.local/gateway"
 JUSTICE = "spiffe://lienthong.local/moj/civil-registry"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def tls_files(pki, system: str) -> TlsFiles:
-    paths = pki.paths(system)
-    return TlsFiles(pki.ca_certificate, paths.certificate, paths.private_key)
-
-
-class FakeGateway(citizen_service_pb2_grpc.CitizenServiceServicer):
-    """Issues a lawful PIN for a girl born 2016 in Hà Nội, or fails with ``failure``."""
-
-    def __init__(self) -> None:
-        self.callers: list[str | None] = []
-        self.failure: grpc.StatusCode | None = None
-
-    def IssuePersonalIdentificationNumber(self, request, context):
-        del request
-        self.callers.append(peer_identity(context))
-        if self.failure is not None:
-            context.abort(self.failure, "down")
-        return citizen_service_pb2.IssuePersonalIdentificationNumberResponse(
-            personal_identification_number="001316000042", newly_issued=True
-        )
-
-
-@pytest.fixture
-def gateway(pki):
-    fake = FakeGateway()
-    server, port = build_server(listen="127.0.0.1:0", tls=tls_files(pki, "gateway-server").read())
-    citizen_service_pb2_grpc.add_CitizenServiceServicer_to_server(fake, server)
-    server.start()
-    yield fake, f"127.0.0.1:{port}"
-    server.stop(grace=None)
 
 
 @pytest.fixture
