@@ -1,8 +1,10 @@
 """Command line of the development PKI.
 
 Usage: ``python -m certs init [--dir certs/dev] [--force]``,
-``python -m certs show [--dir certs/dev]`` and ``python -m certs revoke NAME [--dir certs/dev]``
-(which adds ``{dir}/{NAME}.pem`` to the CA's CRL and prints the CRL's path).
+``python -m certs show [--dir certs/dev]``, ``python -m certs revoke NAME [--dir certs/dev]``
+(which adds ``{dir}/{NAME}.pem`` to the CA's CRL and prints the CRL's path) and
+``python -m certs officer OFFICER_ID [--dir certs/dev]`` (which issues a civil-status
+officer's client certificate, unless a usable one exists, and prints its two paths).
 """
 
 import argparse
@@ -12,7 +14,15 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certs.pki import SYSTEMS, init_dev_pki, load_pki, revoke
+from certs.pki import (
+    BOOTSTRAP_ADMINISTRATOR,
+    SYSTEMS,
+    init_dev_pki,
+    issue_officer_certificate,
+    load_pki,
+    officer_spiffe_id,
+    revoke,
+)
 from lienthong.identity import spiffe_id_of
 
 DEFAULT_DIRECTORY = Path("certs/dev")
@@ -26,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _init(arguments.dir, force=arguments.force)
         elif arguments.command == "revoke":
             _revoke(arguments.dir, arguments.name)
+        elif arguments.command == "officer":
+            _officer(arguments.dir, arguments.officer_id)
         else:
             _show(arguments.dir)
     except (OSError, ValueError, TypeError) as error:
@@ -46,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         "revoke", help="add a system's certificate to the CA's CRL and print the CRL's path"
     )
     revoke_.add_argument("name", help="the system whose certificate {dir}/{name}.pem is revoked")
-    for command in (init, show, revoke_):
+    officer = commands.add_parser(
+        "officer", help="issue a civil-status officer's client certificate and print its paths"
+    )
+    officer.add_argument(
+        "officer_id", help="the officer's ID: a-z first, then up to 62 of a-z, 0-9 and -"
+    )
+    for command in (init, show, revoke_, officer):
         command.add_argument(
             "--dir",
             type=Path,
@@ -57,11 +75,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _init(directory: Path, *, force: bool) -> None:
-    before = {path: _version(path) for path in directory.glob("*")} if directory.is_dir() else {}
+    before = {path: _version(path) for path in directory.rglob("*")} if directory.is_dir() else {}
     pki = init_dev_pki(directory, force=force)
     files = [pki.ca_certificate, pki.ca_private_key]
-    for system in SYSTEMS:
-        paths = pki.paths(system.name)
+    administrator = pki.officer_paths(BOOTSTRAP_ADMINISTRATOR)
+    for paths in [*(pki.paths(system.name) for system in SYSTEMS), administrator]:
         files += [paths.certificate, paths.private_key]
     for path in files:
         # Files are replaced, never rewritten in place, so a new inode means it was written.
@@ -70,6 +88,7 @@ def _init(directory: Path, *, force: bool) -> None:
     _say("")
     for system in SYSTEMS:
         _say(f"{system.name:<16} {system.spiffe_id}")
+    _say(f"{BOOTSTRAP_ADMINISTRATOR:<16} {officer_spiffe_id(BOOTSTRAP_ADMINISTRATOR)}")
 
 
 def _show(directory: Path) -> None:
@@ -84,6 +103,12 @@ def _revoke(directory: Path, name: str) -> None:
     pki = load_pki(directory)
     certificate = x509.load_pem_x509_certificate(pki.paths(name).certificate.read_bytes())
     _say(str(revoke(pki, certificate)))
+
+
+def _officer(directory: Path, officer_id: str) -> None:
+    paths = issue_officer_certificate(load_pki(directory), officer_id)
+    _say(str(paths.certificate))
+    _say(str(paths.private_key))
 
 
 def _describe(name: str, certificate: x509.Certificate, *, ca: bool) -> None:

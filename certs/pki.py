@@ -1,5 +1,9 @@
 """A development CA and the SPIFFE X.509-SVIDs it issues to every lienthong system.
 
+It also issues civil-status officers their own client certificates, in ``officers/``, so the
+gateway and the registry know which officer acts, not just which portal; ``init`` issues the
+bootstrap administrator's, who may then create the other officers' accounts.
+
 For local runs and tests only: private keys are written unencrypted (mode 0o600).
 Certificates follow RFC 5280 and the SPIFFE X.509-SVID specification; so does the CA's
 certificate revocation list, ``crl.pem``, which ``revoke`` extends.
@@ -20,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lienthong.identity import spiffe_segments
+from lienthong.identity import TRUST_DOMAIN, spiffe_id_of, spiffe_segments
 from lienthong.signed_note import NoteSigner, load_signer
 
 CA_COMMON_NAME: Final = "lienthong development CA"
@@ -33,11 +37,17 @@ LEAF_VALIDITY: Final = timedelta(days=825)
 # A CRL's nextUpdate: relying parties warn about an older one, so revoke again or reissue weekly.
 CRL_VALIDITY: Final = timedelta(days=7)
 
+# An officer's ID is the last segment of its SPIFFE ID and the stem of its files.
+OFFICER_ID: Final = re.compile(r"[a-z][a-z0-9-]{0,62}")
+# The officer `init` issues a certificate to, so a fresh stack has someone to create the others.
+BOOTSTRAP_ADMINISTRATOR: Final = "admin"
+
 # The audit log's note signing key: audit-log.key (PEM PKCS8) and audit-log.vkey (verifier key).
 AUDIT_KEY_STEM: Final = "audit-log"
 
 _CA_STEM: Final = "ca"
 _CRL_NAME: Final = "crl.pem"
+_OFFICERS_DIRECTORY: Final = "officers"
 _FILE_STEM: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_COMMON_NAME: Final = 64  # ub-common-name, RFC 5280 appendix A.1
 _PRIVATE_MODE: Final = 0o600
@@ -78,7 +88,10 @@ class CertificatePaths:
 
 @dataclass(frozen=True)
 class DevPki:
-    """Where a development PKI lives: ``ca.pem``, ``ca.key`` and ``{system}.pem/.key``."""
+    """Where a development PKI lives: ``ca.pem``, ``ca.key``, ``{system}.pem/.key``, officers'.
+
+    Each officer's certificate and key are ``officers/{officer_id}.pem`` and ``.key``.
+    """
 
     directory: Path
     ca_certificate: Path
@@ -93,6 +106,20 @@ class DevPki:
             certificate=self.directory / f"{system_name}.pem",
             private_key=self.directory / f"{system_name}.key",
         )
+
+    def officer_paths(self, officer_id: str) -> CertificatePaths:
+        """Return where the certificate and key of officer ``officer_id`` are, in ``officers/``.
+
+        A directory of their own: officer IDs can never collide with system names or the CA.
+        """
+        directory = self.directory / _OFFICERS_DIRECTORY
+        stem = _check_officer_id(officer_id)
+        return CertificatePaths(directory / f"{stem}.pem", directory / f"{stem}.key")
+
+
+def officer_spiffe_id(officer_id: str, trust_domain: str = TRUST_DOMAIN) -> str:
+    """The SPIFFE ID of civil-status officer ``officer_id``; ValueError for a bad officer ID."""
+    return f"spiffe://{trust_domain}/moj/officers/{_check_officer_id(officer_id)}"
 
 
 def create_ca(
@@ -204,15 +231,13 @@ def write_certificate(
 
 
 def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
-    """Create the CA and every SYSTEMS certificate in ``directory``.
+    """Create the CA, every SYSTEMS certificate and the bootstrap administrator's in ``directory``.
 
     Without ``force`` an existing CA and existing certificates are kept and only missing
     ones are issued; with ``force`` everything is made anew.
     """
     pki = _layout(directory)
-    directory.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
-    # mkdir's mode is narrowed by the umask and ignored for an existing directory.
-    directory.chmod(_DIRECTORY_MODE)
+    _private_directory(directory)
 
     ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
     new_ca = force or not pki.ca_certificate.exists()
@@ -234,7 +259,28 @@ def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
     # The gateway is configured with the CRL from the start, before anything is revoked.
     ensure_crl(pki)
     ensure_audit_key(pki)
+    # A new CA makes the administrator's certificate unusable, so it is reissued with the rest.
+    issue_officer_certificate(pki, BOOTSTRAP_ADMINISTRATOR)
     return pki
+
+
+def issue_officer_certificate(pki: DevPki, officer_id: str) -> CertificatePaths:
+    """Issue officer ``officer_id`` a client certificate of their own; return where it is.
+
+    The certificate is for client use only (an officer never serves) and names the officer
+    by officer_spiffe_id. One already there is returned as it is if it is still usable:
+    issued by this CA for this officer, in force, not revoked and next to its key; so
+    running this again changes nothing, and after ``init --force`` or a revocation it
+    issues a new one. ValueError for a bad officer ID.
+    """
+    spiffe_id = officer_spiffe_id(officer_id)
+    paths = pki.officer_paths(officer_id)
+    if _is_usable(paths, spiffe_id, pki):
+        return paths
+    cert, key = issue_certificate(*_load_ca(pki), spiffe_id=spiffe_id, server=False, client=True)
+    _private_directory(paths.certificate.parent)
+    write_certificate(cert, key, paths)
+    return paths
 
 
 def load_pki(directory: Path) -> DevPki:
@@ -344,6 +390,44 @@ def ensure_audit_key(pki: DevPki, name: str = "lienthong.local/audit") -> Path:
     return private_path
 
 
+def _check_officer_id(officer_id: str) -> str:
+    # The ID becomes a file name and a SPIFFE ID path segment: the pattern keeps it safe as both.
+    if not OFFICER_ID.fullmatch(officer_id):
+        raise ValueError(
+            f"not an officer ID (a lower-case letter, then up to 62 of a-z, 0-9, -): {officer_id!r}"
+        )
+    return officer_id
+
+
+def _private_directory(directory: Path) -> None:
+    directory.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
+    # mkdir's mode is narrowed by the umask and ignored for an existing directory.
+    directory.chmod(_DIRECTORY_MODE)
+
+
+def _is_usable(paths: CertificatePaths, spiffe_id: str, pki: DevPki) -> bool:
+    # Whatever cannot be read or checked is replaced, never trusted.
+    try:
+        certificate = x509.load_pem_x509_certificate(paths.certificate.read_bytes())
+        key = serialization.load_pem_private_key(paths.private_key.read_bytes(), password=None)
+        ca_cert = _load_ca_certificate(pki)
+        certificate.verify_directly_issued_by(ca_cert)
+        crl = _read_crl(crl_path(pki), ca_cert)
+        identity = spiffe_id_of(certificate)
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    now = datetime.now(UTC)
+    revoked = crl is not None and (
+        crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None
+    )
+    return (
+        identity == spiffe_id
+        and key.public_key() == certificate.public_key()
+        and certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc
+        and not revoked
+    )
+
+
 def _name(common_name: str) -> x509.Name:
     if not 0 < len(common_name) <= _MAX_COMMON_NAME:
         raise ValueError(f"common name must be 1 to {_MAX_COMMON_NAME} characters")
@@ -402,8 +486,12 @@ def _layout(directory: Path) -> DevPki:
     )
 
 
+def _load_ca_certificate(pki: DevPki) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pki.ca_certificate.read_bytes())
+
+
 def _load_ca(pki: DevPki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    certificate = x509.load_pem_x509_certificate(pki.ca_certificate.read_bytes())
+    certificate = _load_ca_certificate(pki)
     try:
         pem = pki.ca_private_key.read_bytes()
     except FileNotFoundError:

@@ -7,6 +7,12 @@ Everything not granted is denied. The file is TOML, one ``[[grant]]`` table per 
     methods = ["lienthong.population.v1.CitizenService/IssuePersonalIdentificationNumber"]
     purposes = ["birth-registration"]
 
+A caller is a SPIFFE ID, or a SPIFFE ID followed by ``/*`` for every caller exactly one
+path segment below it: ``spiffe://lienthong.local/moj/officers/*`` grants each officer's own
+certificate (``.../moj/officers/alice``), but neither ``.../moj/officers`` itself nor
+``.../moj/officers/alice/x``. A ``*`` anywhere else is an error, not a pattern. Grants add up:
+a caller may call a method for every purpose that its exact grants and its prefix grants give.
+
 A method is ``package.Service/Method``, or ``package.Service/*`` for every method of it. A
 purpose is a lower-case word with hyphens; every call must declare one in the
 ``lienthong-purpose`` metadata, and it must be granted for that caller and method.
@@ -17,7 +23,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -31,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 _PURPOSE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _GRANT_KEYS = frozenset({"caller", "methods", "purposes"})
+_PREFIX_WILDCARD = "/*"
 
 
 class PolicyError(ValueError):
@@ -48,20 +55,29 @@ class Decision(StrEnum):
 
 @dataclass(frozen=True)
 class Policy:
-    """Granted purposes per (caller, method path)."""
+    """Granted purposes per (caller, method path) and per (caller prefix, method path).
+
+    A prefix is kept without its ``/*``, so a caller's prefix grants are found with one
+    lookup of its parent path: every call is decided by two dictionary lookups, whatever
+    the number of grants.
+    """
 
     grants: dict[tuple[str, str], frozenset[str]]
+    prefix_grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def decide(self, caller: str, method: str, purpose: str | None) -> Decision:
         """Whether ``caller`` may call ``method`` ("/pkg.Service/Method") for ``purpose``."""
-        purposes = self.grants.get((caller, method))
-        if purposes is None:
+        exact = self.grants.get((caller, method))
+        parent, _, last = caller.rpartition("/")
+        # An empty last segment is no caller one segment below the prefix.
+        prefixed = self.prefix_grants.get((parent, method)) if last else None
+        if exact is None and prefixed is None:
             return Decision.NOT_GRANTED
         if not purpose:
             return Decision.MISSING_PURPOSE
-        if purpose not in purposes:
-            return Decision.PURPOSE_NOT_GRANTED
-        return Decision.ALLOWED
+        if purpose in (exact or ()) or purpose in (prefixed or ()):
+            return Decision.ALLOWED
+        return Decision.PURPOSE_NOT_GRANTED
 
 
 def load_policy(path: Path, methods: dict[str, Method]) -> Policy:
@@ -74,18 +90,35 @@ def load_policy(path: Path, methods: dict[str, Method]) -> Policy:
     if unknown:
         raise PolicyError(f"{path}: unknown top-level keys {sorted(unknown)}")
     grants: dict[tuple[str, str], set[str]] = {}
+    prefix_grants: dict[tuple[str, str], set[str]] = {}
     for number, grant in enumerate(data.get("grant", []), start=1):
         where = f"{path}: grant {number}"
         if not isinstance(grant, dict) or set(grant) - _GRANT_KEYS:
             raise PolicyError(f"{where}: a grant has only caller, methods and purposes")
-        try:
-            caller = check_spiffe_id(str(grant.get("caller", "")))
-        except ValueError as error:
-            raise PolicyError(f"{where}: {error}") from None
+        caller, is_prefix = _caller(grant.get("caller", ""), where)
         purposes = _purposes(grant.get("purposes"), where)
+        table = prefix_grants if is_prefix else grants
         for method in _expand(_strings(grant.get("methods"), "methods", where), methods, where):
-            grants.setdefault((caller, method), set()).update(purposes)
-    return Policy({key: frozenset(value) for key, value in grants.items()})
+            table.setdefault((caller, method), set()).update(purposes)
+    return Policy(_frozen(grants), _frozen(prefix_grants))
+
+
+def _caller(value: object, where: str) -> tuple[str, bool]:
+    # The SPIFFE ID, or the prefix without its "/*", and whether it is a prefix. Only a
+    # whole last segment may be a wildcard: "officers*" or "*/x" would grant by accident.
+    text = str(value)
+    caller = text.removesuffix(_PREFIX_WILDCARD)
+    if "*" in caller:
+        raise PolicyError(f"{where}: a caller may only end in /*, with no other *: {text!r}")
+    try:
+        check_spiffe_id(caller)
+    except ValueError as error:
+        raise PolicyError(f"{where}: {error}") from None
+    return caller, caller != text
+
+
+def _frozen(grants: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], frozenset[str]]:
+    return {key: frozenset(value) for key, value in grants.items()}
 
 
 def _strings(value: object, key: str, where: str) -> list[str]:
@@ -142,5 +175,10 @@ class PolicyStore:
                     "policy_reload_failed", path=str(self._path), error=str(error)
                 )
             else:
-                log.info("policy_reloaded", path=str(self._path), grants=len(self._policy.grants))
+                log.info(
+                    "policy_reloaded",
+                    path=str(self._path),
+                    grants=len(self._policy.grants),
+                    prefix_grants=len(self._policy.prefix_grants),
+                )
         return self._policy

@@ -16,15 +16,17 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    ForeignKey,
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from lienthong.calendar.v1 import date_pb2
@@ -36,6 +38,9 @@ SHA256_HEX = 64
 NAME_LENGTH = 64  # "birthRegistrations/" + unit + year + number fits with room to spare
 REQUEST_ID_LENGTH = 36  # a UUID in its canonical text form
 ERROR_CODE_LENGTH = 32  # the longest gRPC code name, DEADLINE_EXCEEDED, with room to spare
+OFFICER_ID_LENGTH = 63
+IDENTITY_LENGTH = 2048  # the longest SPIFFE ID
+DECISION_NUMBER_LENGTH = 100
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -127,6 +132,88 @@ class BirthRegistrationRow(Base):
     pin_last_error: Mapped[str | None] = mapped_column(String(ERROR_CODE_LENGTH))
     create_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     update_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    # The PINs an amendment or correction cancelled, oldest first; loaded with the row.
+    cancelled_pins: Mapped[list[CancelledPinRow]] = relationship(
+        lazy="selectin", order_by="CancelledPinRow.id"
+    )
+
+
+class CancelledPinRow(Base):
+    """A PIN of a registration that the population database cancelled and replaced."""
+
+    __tablename__ = "cancelled_pin"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    registration_id: Mapped[int] = mapped_column(ForeignKey("birth_registration.id"), index=True)
+    # A PIN is issued once: a cancelled one can never come back to any registration.
+    pin: Mapped[str] = mapped_column(String(PIN_LENGTH), unique=True)
+    replaced_by: Mapped[str] = mapped_column(String(PIN_LENGTH))
+    change_id: Mapped[int] = mapped_column(ForeignKey("registration_change.id"))
+    cancel_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class RegistrationChangeRow(Base):
+    """One amendment or formal correction of a registration, and its delivery.
+
+    The row commits with the change itself. When the registration holds a PIN and a changed
+    field is one the population database keeps, the row is also the outbox entry of the
+    UpdateCitizen call (justice_adapter.change_delivery): ``delivery`` is PENDING and
+    ``next_attempt_at`` set until it is delivered. ``reason`` is the officer's text and may
+    quote personal data: it stays in this database and is never logged.
+    """
+
+    __tablename__ = "registration_change"
+    __table_args__ = (Index("ix_registration_change_due", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    registration_id: Mapped[int] = mapped_column(ForeignKey("birth_registration.id"), index=True)
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_LENGTH), unique=True)
+    request_digest: Mapped[str] = mapped_column(String(SHA256_HEX))
+    kind: Mapped[str] = mapped_column(String(16))  # "amendment" or "correction"
+    paths: Mapped[list[str]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    decision_number: Mapped[str | None] = mapped_column(String(DECISION_NUMBER_LENGTH))
+    decision_date: Mapped[dt.date | None] = mapped_column(Date)
+    officer_id: Mapped[str] = mapped_column(String(OFFICER_ID_LENGTH))
+    # SHA-256 of the registration record (deterministic serialisation) before and after.
+    before_digest: Mapped[str] = mapped_column(String(SHA256_HEX))
+    after_digest: Mapped[str] = mapped_column(String(SHA256_HEX))
+    # Paths of population.v1.Citizen to send; empty when nothing goes to the population side.
+    citizen_paths: Mapped[list[str]] = mapped_column(JSON)
+    delivery: Mapped[str] = mapped_column(String(16))  # see change_delivery.Delivery
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(ERROR_CODE_LENGTH))
+    cancelled_pin: Mapped[str | None] = mapped_column(String(PIN_LENGTH))
+    create_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    deliver_time: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+
+
+class OfficerRow(Base):
+    """A civil-status officer's account; ``identity`` is its certificate's SPIFFE ID."""
+
+    __tablename__ = "officer"
+    __table_args__ = (
+        Index("ix_officer_province", "province_code", "id"),
+        Index("ix_officer_district", "district_code", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    officer_id: Mapped[str] = mapped_column(String(OFFICER_ID_LENGTH), unique=True)
+    identity: Mapped[str] = mapped_column(String(IDENTITY_LENGTH), unique=True)
+    # NULL for accounts made from the configuration, which have no request.
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH), unique=True)
+    request_digest: Mapped[str | None] = mapped_column(String(SHA256_HEX))
+    display_name: Mapped[dict[str, Any]] = mapped_column(JSON)
+    role: Mapped[int] = mapped_column(Integer)
+    # NULL for a ministry administrator, whose account belongs to no unit.
+    unit_level: Mapped[int | None] = mapped_column(Integer)
+    unit_code: Mapped[str | None] = mapped_column(String(UNIT_CODE))
+    province_code: Mapped[str | None] = mapped_column(String(2))
+    district_code: Mapped[str | None] = mapped_column(String(3))
+    state: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    update_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
 class RegistrationCounter(Base):
@@ -179,6 +266,9 @@ def to_message(row: BirthRegistrationRow) -> br.BirthRegistration:
     )
     registration.personal_identification_number = row.pin or ""
     registration.pin_status = br.PinStatus.ValueType(row.pin_status)
+    registration.cancelled_personal_identification_numbers.extend(
+        cancelled.pin for cancelled in row.cancelled_pins
+    )
     registration.create_time.FromDatetime(row.create_time)
     registration.update_time.FromDatetime(row.update_time)
     return registration

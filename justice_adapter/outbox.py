@@ -33,7 +33,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import structlog
@@ -65,6 +65,16 @@ MIN_CALL_SECONDS = 0.5
 PIN_DOES_NOT_FIT = "PIN_DOES_NOT_FIT"
 # 2**64 times any sensible base delay is far past any cap, and still a float.
 _MAX_EXPONENT = 64
+
+
+def backoff_delay(attempts: int, base_delay: float, max_delay: float) -> float:
+    """Seconds to wait: ``base_delay * 2**attempts`` at most ``max_delay``, jittered.
+
+    The jitter takes off up to half, so that what failed together is not retried together.
+    """
+    ceiling = min(max_delay, base_delay * 2 ** min(attempts, _MAX_EXPONENT))
+    # Jitter spreads retries out; it guards no secret, so a plain PRNG will do.
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311
 
 
 def utc_now() -> dt.datetime:
@@ -132,9 +142,7 @@ class PinOutbox:
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after a transient failure; ``attempts`` were made before it."""
-        ceiling = min(self._max_delay, self._base_delay * 2 ** min(attempts, _MAX_EXPONENT))
-        # Jitter spreads retries out; it guards no secret, so a plain PRNG will do.
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311
+        return backoff_delay(attempts, self._base_delay, self._max_delay)
 
     def deliver_due(
         self, limit: int = DEFAULT_BATCH, *, stop: threading.Event | None = None
@@ -260,14 +268,24 @@ class PinOutbox:
         return stored
 
 
+class Outbox(Protocol):
+    """An outbox the worker drains: PIN requests, changes for the population database."""
+
+    def deliver_due(
+        self, limit: int = DEFAULT_BATCH, *, stop: threading.Event | None = None
+    ) -> int:
+        """Deliver up to ``limit`` due entries; the number delivered."""
+        ...
+
+
 class OutboxWorker:
-    """Delivers due PIN requests from a daemon thread, from ``start()`` until ``stop()``."""
+    """Drains outboxes from a daemon thread, from ``start()`` until ``stop()``."""
 
     def __init__(
-        self, outbox: PinOutbox, *, interval: float = 0.5, batch: int = DEFAULT_BATCH
+        self, *outboxes: Outbox, interval: float = 0.5, batch: int = DEFAULT_BATCH
     ) -> None:
-        """Look for due requests every ``interval`` seconds, up to ``batch`` at a time."""
-        self._outbox = outbox
+        """Look for due entries every ``interval`` seconds, up to ``batch`` per outbox."""
+        self._outboxes = outboxes
         self._interval = interval
         self._batch = batch
         self._stopping = threading.Event()
@@ -278,7 +296,7 @@ class OutboxWorker:
         if self._thread is not None:
             raise RuntimeError("the outbox worker was already started")
         # A daemon, so that a process that never calls stop() can still exit.
-        self._thread = threading.Thread(target=self._run, name="pin-outbox", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -295,12 +313,17 @@ class OutboxWorker:
                 self._stopping.wait(self._interval)
 
     def _round(self) -> int:
-        try:
-            return self._outbox.deliver_due(self._batch, stop=self._stopping)
-        except Exception as error:  # noqa: BLE001 - the worker must outlive a database outage
-            # Only the type: a database error's message quotes the statement's parameters.
-            log.error("pin_outbox_round_failed", error=type(error).__name__)  # noqa: TRY400
-            return 0
+        """Entries delivered, as many as the fullest outbox's batch (a full one goes on)."""
+        fullest = 0
+        for outbox in self._outboxes:
+            try:
+                fullest = max(fullest, outbox.deliver_due(self._batch, stop=self._stopping))
+            except Exception as error:  # noqa: BLE001 - the worker must outlive a database outage
+                # Only the type: a database error's message quotes the statement's parameters.
+                log.error(  # noqa: TRY400
+                    "outbox_round_failed", outbox=type(outbox).__name__, error=type(error).__name__
+                )
+        return fullest
 
 
 def _code_name(error: Unavailable) -> str:

@@ -1,10 +1,11 @@
 """The registry's client of the population database, reached through the gateway.
 
-``PinIssuer`` is the narrow interface the registry needs; ``GatewayPinIssuer`` implements it
-over gRPC and tests use a small in-memory fake. Failures come in two kinds::
+``PinIssuer`` and ``CitizenUpdater`` are the narrow interfaces the registry needs;
+``GatewayPinIssuer`` and ``GatewayCitizenUpdater`` implement them over gRPC and tests use
+small in-memory fakes. Failures come in two kinds::
 
     Exception
-     ├── lienthong.errors.Unavailable   transient: the PIN may be obtained later
+     ├── lienthong.errors.Unavailable   transient: the call may succeed later
      └── PinRejected                    definitive: the population database refused the data
 
 ``pin_fits`` checks a returned PIN against the law before the registry stores it.
@@ -12,9 +13,11 @@ over gRPC and tests use a small in-memory fake. Failures come in two kinds::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from lienthong import metadata, pin
 from lienthong.errors import Unavailable
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from lienthong.civilregistry.v1 import birth_registration_pb2 as br
 
 PURPOSE = "birth-registration"
+CORRECTION_PURPOSE = "civil-status-correction"
 
 # Codes by which the population database refuses the data itself: asking again with the same
 # data gets the same answer. Every other failure may pass and is reported as Unavailable.
@@ -39,7 +43,7 @@ DEFINITIVE = frozenset(
 
 
 class PinRejected(Exception):
-    """The population database refused to issue a PIN for this registration.
+    """The population database refused a request about this registration, for good.
 
     ``details`` is the population database's developer-facing message; it names fields,
     not their values, but is still not logged.
@@ -47,7 +51,7 @@ class PinRejected(Exception):
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         """Keep the status code and message of the refusal."""
-        super().__init__(f"PIN request rejected: {code.name}")
+        super().__init__(f"population database refused the request: {code.name}")
         self.code = code
         self.details = details
 
@@ -87,12 +91,108 @@ class GatewayPinIssuer:
                 metadata=((metadata.REQUEST_ID, request_id), (metadata.PURPOSE, PURPOSE)),
             )
         except grpc.RpcError as error:
-            code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-            if code in DEFINITIVE:
-                details = error.details() if isinstance(error, grpc.Call) else ""
-                raise PinRejected(code, details or "") from error
-            raise Unavailable(f"population database: {code.name}") from error
+            raise _failure(error) from error
         return response.personal_identification_number
+
+
+@dataclass(frozen=True)
+class CitizenUpdate:
+    """What an UpdateCitizen call did: the PIN in force, and the one it cancelled if any."""
+
+    pin: str
+    cancelled_pin: str | None
+
+
+class CitizenUpdater(Protocol):
+    """What the registry needs of the population database to pass on a change."""
+
+    def update(  # noqa: PLR0913 - one call's inputs, keyword-only after the first
+        self,
+        registration: br.BirthRegistration,
+        *,
+        pin: str,
+        paths: list[str],
+        reason: str,
+        request_id: str,
+        timeout: float = 5.0,
+    ) -> CitizenUpdate:
+        """Send the changed ``paths`` (of population.v1.Citizen) of the record ``pin``.
+
+        Raises Unavailable or PinRejected as ``PinIssuer.issue`` does. Repeating a call with
+        the same request_id returns the first answer.
+        """
+        ...
+
+
+class GatewayCitizenUpdater:
+    """Passes changes on to lienthong.population.v1.CitizenService through the gateway."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        """Use ``channel``, a mutual-TLS channel to the gateway; the caller owns and closes it."""
+        self._stub = citizen_service_pb2_grpc.CitizenServiceStub(channel)
+
+    def update(  # noqa: PLR0913 - as CitizenUpdater.update
+        self,
+        registration: br.BirthRegistration,
+        *,
+        pin: str,
+        paths: list[str],
+        reason: str,
+        request_id: str,
+        timeout: float = 5.0,
+    ) -> CitizenUpdate:
+        """Call UpdateCitizen with the registration's current values of ``paths``."""
+        citizen = citizen_of(registration)
+        citizen.name = f"citizens/{pin}"
+        request = citizen_service_pb2.UpdateCitizenRequest(
+            request_id=request_id,
+            citizen=citizen,
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+            reason=reason,
+        )
+        try:
+            response = self._stub.UpdateCitizen(
+                request,
+                timeout=timeout,
+                metadata=(
+                    (metadata.REQUEST_ID, request_id),
+                    (metadata.PURPOSE, CORRECTION_PURPOSE),
+                ),
+            )
+        except grpc.RpcError as error:
+            raise _failure(error) from error
+        return CitizenUpdate(
+            pin=response.citizen.personal_identification_number,
+            cancelled_pin=response.cancelled_personal_identification_number or None,
+        )
+
+
+def _failure(error: grpc.RpcError) -> Exception:
+    """A failed call as PinRejected (definitive) or Unavailable (may pass)."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    if code in DEFINITIVE:
+        details = error.details() if isinstance(error, grpc.Call) else ""
+        return PinRejected(code, details or "")
+    return Unavailable(f"population database: {code.name}")
+
+
+def citizen_of(registration: br.BirthRegistration) -> citizen_pb2.Citizen:
+    """The population database's view of a registration's child, as UpdateCitizen takes it."""
+    birth = registered_birth(registration)
+    citizen = citizen_pb2.Citizen(
+        full_name=birth.full_name,
+        date_of_birth=birth.date_of_birth,
+        sex=birth.sex,
+        registration_place=birth.registration_place,
+        home_town=birth.home_town,
+        ethnicity=birth.ethnicity,
+        nationality=birth.nationality,
+        father=birth.father,
+        mother=birth.mother,
+    )
+    if birth.HasField("legal_representative"):
+        citizen.legal_representative.CopyFrom(birth.legal_representative)
+    return citizen
 
 
 def registered_birth(registration: br.BirthRegistration) -> citizen_pb2.RegisteredBirth:

@@ -8,7 +8,6 @@ Logs carry registration names and request ids, never personal data (Decree 13/20
 
 from __future__ import annotations
 
-import base64
 import builtins
 import datetime as dt
 import hashlib
@@ -20,10 +19,19 @@ from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from justice_adapter import paging
 from justice_adapter.models import (
     BirthRegistrationRow,
     allocate_registration_number,
     to_message,
+)
+from justice_adapter.scope import (
+    COMMUNE_OFFICER,
+    DISTRICT_OFFICER,
+    PROVINCIAL_SUPERVISOR,
+    Locality,
+    Officer,
+    out_of_scope,
 )
 from justice_adapter.validation import REQUIRED_LEVEL, validate_register_birth
 from lienthong import validation
@@ -41,8 +49,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 # Procedures under which a child of Vietnamese nationality is given a PIN.
 PIN_PROCEDURES = frozenset(
     {br.REGISTRATION_PROCEDURE_FIRST_REGISTRATION, br.REGISTRATION_PROCEDURE_FOREIGN_ELEMENT}
@@ -60,7 +66,7 @@ OutputOnlyField = Literal[
 ]
 OUTPUT_ONLY: tuple[OutputOnlyField, ...] = get_args(OutputOnlyField)
 NAME_PATTERN = "birthRegistrations/{unit_code}-{year}-{number}"
-_NAME = re.compile(r"birthRegistrations/([0-9]{3}|[0-9]{5})-[0-9]{4}-[1-9][0-9]{0,8}")
+NAME_REGEX = re.compile(r"birthRegistrations/([0-9]{3}|[0-9]{5})-[0-9]{4}-[1-9][0-9]{0,8}")
 _LEVEL_OF_LENGTH = {length: level for level, length in CODE_LENGTH.items()}
 
 
@@ -79,22 +85,28 @@ class BirthRegistry:
         self._outbox = outbox
         self._codes = codes
 
-    def register_birth(self, request: service.RegisterBirthRequest) -> br.BirthRegistration:
+    def register_birth(
+        self, request: service.RegisterBirthRequest, officer: Officer
+    ) -> br.BirthRegistration:
         """Enter a registration, numbered in its unit and year, and request its PIN if due.
+
+        ``officer`` must be a commune or district officer of the registering unit.
 
         The PIN is asked for at once, so that the common case does not wait for the outbox's
         worker; when that fails the registration is returned PIN_STATUS_PENDING and the
         worker retries. A repeat of a request_id returns the stored registration as it now
         stands (AIP-155); the request_id reused with other content raises AlreadyExists.
         """
+        officer.require_writer()
         validate_register_birth(request, self._codes)
+        officer.require_writer_for(request.birth_registration.registration_unit.code)
         submitted = _without_output_only(request.birth_registration)
         digest = hashlib.sha256(submitted.SerializeToString(deterministic=True)).hexdigest()
         stored = self._stored_answer(request.request_id, digest)
         if stored is not None:
             return stored
         try:
-            registration = self._insert(request.request_id, digest, submitted)
+            registration = self._insert(request.request_id, digest, submitted, officer)
         except IntegrityError:
             # A concurrent call with the same request_id committed first: answer as it did.
             stored = self._stored_answer(request.request_id, digest)
@@ -111,9 +123,10 @@ class BirthRegistry:
             return self._outbox.deliver(registration.name)
         return registration
 
-    def get(self, name: str) -> br.BirthRegistration:
-        """The registration named ``name``; NotFound when there is none."""
-        if not _NAME.fullmatch(name):
+    def get(self, name: str, officer: Officer) -> br.BirthRegistration:
+        """The registration named ``name``, within ``officer``'s reach; NotFound when none."""
+        officer.require_reader_of_registrations()
+        if not NAME_REGEX.fullmatch(name):
             raise InvalidArgument([FieldViolation("name", f"must be {NAME_PATTERN}")])
         with self._sessions() as session:
             row = session.scalars(
@@ -121,18 +134,23 @@ class BirthRegistry:
             ).one_or_none()
             if row is None:
                 raise NotFound(f"{name} does not exist")
+            if not officer.sees(locality_of(row)):
+                raise out_of_scope(officer, name)
             return to_message(row)
 
     def list(
-        self, request: service.ListBirthRegistrationsRequest
+        self, request: service.ListBirthRegistrationsRequest, officer: Officer
     ) -> tuple[builtins.list[br.BirthRegistration], str]:
-        """One page of registrations in registration order, and the next page's token."""
+        """One page of the registrations within ``officer``'s reach, and the next page's token.
+
+        Pages follow registration order.
+        """
+        officer.require_reader_of_registrations()
         v = validation.Violations()
-        if request.page_size < 0:
-            v.add("page_size", "must not be negative")
-        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_page_token(v, request.page_token)
-        conditions = self._filters(v, request)
+        page_size = paging.page_size(v, request.page_size)
+        after = paging.decode_page_token(v, request.page_token)
+        conditions = self._filters(v, request, officer)
+        conditions.extend(reach_of(officer))
         v.raise_if_any()
         query = (
             select(BirthRegistrationRow)
@@ -144,7 +162,7 @@ class BirthRegistry:
             rows = session.scalars(query).all()
             page = [to_message(row) for row in rows[:page_size]]
             more = len(rows) > page_size
-            return page, _encode_page_token(rows[page_size - 1].id) if more else ""
+            return page, paging.encode_page_token(rows[page_size - 1].id) if more else ""
 
     def _stored_answer(self, request_id: str, digest: str) -> br.BirthRegistration | None:
         with self._sessions() as session:
@@ -161,11 +179,12 @@ class BirthRegistry:
             return to_message(row)
 
     def _insert(
-        self, request_id: str, digest: str, submitted: br.BirthRegistration
+        self, request_id: str, digest: str, submitted: br.BirthRegistration, officer: Officer
     ) -> br.BirthRegistration:
         record = br.BirthRegistration()
         record.CopyFrom(submitted)
-        _normalise_names(record)
+        normalise_names(record)
+        record.registering_officer = officer.resource_name
         unit = self._unit_of(record)
         vietnamese = validation.is_vietnamese(record.child.nationality)
         due = vietnamese and record.procedure in PIN_PROCEDURES
@@ -207,21 +226,27 @@ class BirthRegistry:
             raise LookupError(f"unit {unit.code} is not in the code list")
         return found
 
-    def _filters(
-        self, v: validation.Violations, request: service.ListBirthRegistrationsRequest
+    def _unit_filter(
+        self, v: validation.Violations, unit_code: str, officer: Officer
     ) -> builtins.list[ColumnElement[bool]]:
-        conditions: builtins.list[ColumnElement[bool]] = []
-        if request.unit_code:
-            level = _LEVEL_OF_LENGTH.get(len(request.unit_code))
-            if level is None or self._codes.unit(level, request.unit_code) is None:
-                v.add("unit_code", "must be a province, district or commune code of the list")
-            else:
-                column = {
-                    Level.PROVINCE: BirthRegistrationRow.province_code,
-                    Level.DISTRICT: BirthRegistrationRow.district_code,
-                    Level.COMMUNE: BirthRegistrationRow.unit_code,
-                }[level]
-                conditions.append(column == request.unit_code)
+        """Registrations within ``unit_code``, which must be within ``officer``'s reach."""
+        if not unit_code:
+            return []
+        unit = unit_of_code(self._codes, unit_code)
+        if unit is None:
+            v.add("unit_code", "must be a province, district or commune code of the list")
+            return []
+        if not officer.sees(Locality(unit.code, unit.province_code, unit.district_code)):
+            raise out_of_scope(officer, f"unit {unit.code}")
+        return [within(unit)]
+
+    def _filters(
+        self,
+        v: validation.Violations,
+        request: service.ListBirthRegistrationsRequest,
+        officer: Officer,
+    ) -> builtins.list[ColumnElement[bool]]:
+        conditions = self._unit_filter(v, request.unit_code, officer)
         if request.procedure:
             if request.procedure not in REQUIRED_LEVEL:
                 v.add("procedure", "is not a registration procedure")
@@ -230,13 +255,13 @@ class BirthRegistry:
             if request.pin_status not in br.PinStatus.values():
                 v.add("pin_status", "is not a PIN status")
             conditions.append(BirthRegistrationRow.pin_status == request.pin_status)
-        start = _filter_date(
+        start = filter_date(
             v,
             "registered_from",
             request.registered_from,
             present=request.HasField("registered_from"),
         )
-        end = _filter_date(
+        end = filter_date(
             v, "registered_to", request.registered_to, present=request.HasField("registered_to")
         )
         if start is not None:
@@ -256,7 +281,7 @@ def _without_output_only(registration: br.BirthRegistration) -> br.BirthRegistra
     return submitted
 
 
-def _normalise_names(registration: br.BirthRegistration) -> None:
+def normalise_names(registration: br.BirthRegistration) -> None:
     """Store names as the register writes them: NFC, upper case, single spaces."""
     holders = (
         registration.child,
@@ -273,10 +298,18 @@ def _normalise_names(registration: br.BirthRegistration) -> None:
             name.given_name = validation.normalise_name_part(name.given_name)
 
 
-def _filter_date(
-    v: validation.Violations, field: str, date: date_pb2.Date, *, present: bool
+def filter_date(
+    v: validation.Violations,
+    field: str,
+    date: date_pb2.Date,
+    *,
+    present: bool,
+    required: bool = False,
 ) -> dt.date | None:
+    """The date of a filter field; None when absent (a violation too when ``required``)."""
     if not present:
+        if required:
+            v.add(field, "is required")
         return None
     try:
         return dt.date(date.year, date.month, date.day)
@@ -285,21 +318,35 @@ def _filter_date(
         return None
 
 
-def _encode_page_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode("ascii")).decode("ascii").rstrip("=")
+def unit_of_code(codes: CodeLists, code: str) -> Unit | None:
+    """The unit of a statistics office code of any level, told by its length."""
+    level = _LEVEL_OF_LENGTH.get(len(code))
+    return None if level is None else codes.unit(level, code)
 
 
-def _decode_page_token(v: validation.Violations, token: str) -> int:
-    """The id after which the page starts; 0 for the first page."""
-    if not token:
-        return 0
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        last_id = int(base64.urlsafe_b64decode(padded).decode("ascii"))
-    except ValueError:
-        last_id = 0
-    # Only the exact form this registry hands out is accepted.
-    if last_id <= 0 or _encode_page_token(last_id) != token:
-        v.add("page_token", "is not a page token of this list")
-        return 0
-    return last_id
+def within(unit: Unit) -> ColumnElement[bool]:
+    """Registrations made by ``unit`` or by any unit inside it."""
+    column = {
+        Level.PROVINCE: BirthRegistrationRow.province_code,
+        Level.DISTRICT: BirthRegistrationRow.district_code,
+        Level.COMMUNE: BirthRegistrationRow.unit_code,
+    }[unit.level]
+    return column == unit.code
+
+
+def locality_of(row: BirthRegistrationRow) -> Locality:
+    """Where a registration lies: its unit, district and province."""
+    return Locality(row.unit_code, row.province_code, row.district_code)
+
+
+def reach_of(officer: Officer) -> builtins.list[ColumnElement[bool]]:
+    """The conditions that keep registrations within ``officer``'s reach."""
+    unit = officer.unit
+    if unit is None:
+        return []  # a ministry administrator: statistics of every locality
+    column: dict[int, ColumnElement[bool]] = {
+        PROVINCIAL_SUPERVISOR: BirthRegistrationRow.province_code == unit.province_code,
+        DISTRICT_OFFICER: BirthRegistrationRow.district_code == unit.district_code,
+        COMMUNE_OFFICER: BirthRegistrationRow.unit_code == unit.unit_code,
+    }
+    return [column[officer.role]]

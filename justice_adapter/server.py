@@ -1,7 +1,9 @@
 """The composition root of the Justice adapter: configuration in, a running adapter out.
 
 Nothing is built at import time; ``create_adapter`` builds the engine, the channel to the
-gateway, the registry, the PIN outbox with its worker, and the server; ``serve`` runs them
+gateway, the officer directory (with the configured administrators), the registry, the
+changes, the statistics, the two outboxes (PIN requests, changes) with their worker, and the
+server; ``serve`` runs them
 until SIGTERM or SIGINT (lienthong.serving, shared with the other services). The worker runs
 whenever the adapter serves, so a registration left PIN_STATUS_PENDING is delivered later
 without anyone asking.
@@ -9,14 +11,19 @@ without anyone asking.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from justice_adapter.change_delivery import ChangeOutbox
+from justice_adapter.changes import RegistrationChanges
 from justice_adapter.models import create_schema
-from justice_adapter.outbox import OutboxWorker, PinOutbox
-from justice_adapter.pin_requests import GatewayPinIssuer
+from justice_adapter.officers import OfficerDirectory
+from justice_adapter.outbox import OutboxWorker, PinOutbox, utc_now
+from justice_adapter.pin_requests import GatewayCitizenUpdater, GatewayPinIssuer
 from justice_adapter.registry import BirthRegistry
-from justice_adapter.servicer import BirthRegistrationServicer, OfficerServicer
+from justice_adapter.servicer import Authenticator, BirthRegistrationServicer, OfficerServicer
+from justice_adapter.statistics import RegistrationStatistics
 from lienthong.civilregistry.v1 import (
     birth_registration_service_pb2,
     birth_registration_service_pb2_grpc,
@@ -32,6 +39,7 @@ from lienthong.tls import secure_channel
 if TYPE_CHECKING:
     import grpc
     from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
     from lienthong.config import JusticeConfig
 
@@ -89,9 +97,11 @@ def create_adapter(config: JusticeConfig) -> JusticeAdapter:
     try:
         create_schema(engine)
         sessions = session_factory(engine)
-        codes = code_lists()
-        outbox = PinOutbox(sessions, GatewayPinIssuer(channel), codes)
-        registry = BirthRegistry(sessions, outbox, codes)
+        directory = OfficerDirectory(
+            sessions, code_lists(), identity_prefix=config.officer_identity_prefix
+        )
+        directory.ensure_administrators(config.administrators)
+        servicers, worker = _services(config, sessions, directory, channel)
         server, port = build_server(
             listen=config.listen,
             tls=tls,
@@ -101,12 +111,39 @@ def create_adapter(config: JusticeConfig) -> JusticeAdapter:
         channel.close()
         engine.dispose()
         raise
+    registrations, officers = servicers
     birth_registration_service_pb2_grpc.add_BirthRegistrationServiceServicer_to_server(
-        BirthRegistrationServicer(registry), server
+        registrations, server
     )
-    officer_service_pb2_grpc.add_OfficerServiceServicer_to_server(OfficerServicer(), server)
+    officer_service_pb2_grpc.add_OfficerServiceServicer_to_server(officers, server)
     add_health_and_reflection(server, service_names())
-    return JusticeAdapter(server, port, OutboxWorker(outbox), engine, channel)
+    return JusticeAdapter(server, port, worker, engine, channel)
+
+
+def _services(
+    config: JusticeConfig,
+    sessions: sessionmaker[Session],
+    directory: OfficerDirectory,
+    channel: grpc.Channel,
+) -> tuple[tuple[BirthRegistrationServicer, OfficerServicer], OutboxWorker]:
+    """The servicers over the domain services, and the worker of their outboxes."""
+    codes = code_lists()
+    pins = PinOutbox(sessions, GatewayPinIssuer(channel), codes)
+    changes = ChangeOutbox(sessions, GatewayCitizenUpdater(channel), codes)
+    authenticator = Authenticator(directory, config.trusted_callers)
+    registrations = BirthRegistrationServicer(
+        authenticator,
+        BirthRegistry(sessions, pins, codes),
+        RegistrationChanges(
+            sessions,
+            changes,
+            codes,
+            grace_window=dt.timedelta(hours=config.grace_window_hours),
+            clock=utc_now,
+        ),
+        RegistrationStatistics(sessions, codes),
+    )
+    return (registrations, OfficerServicer(authenticator, directory)), OutboxWorker(pins, changes)
 
 
 def serve(config: JusticeConfig) -> None:

@@ -63,6 +63,12 @@ class JusticeConfig:
     database_url: str
     gateway: str
     trusted_callers: frozenset[str]
+    # Officers authenticate as this prefix + officer_id, the SPIFFE ID of their certificate.
+    officer_identity_prefix: str = "spiffe://lienthong.local/moj/officers/"
+    # Ministry administrators' accounts made at start when missing: the first accounts.
+    administrators: tuple[str, ...] = ()
+    # How long after entry the registering unit may amend without a formal correction.
+    grace_window_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,22 @@ class _Section:
         except ValueError as error:
             raise ConfigError(f"{self.name}.{key}: {error}") from None
 
+    def identity_prefix(self, key: str) -> str:
+        value = self.data.get(key, JusticeConfig.officer_identity_prefix)
+        try:
+            if not isinstance(value, str) or not value.endswith("/"):
+                raise ValueError("must be a SPIFFE ID ending in /")  # noqa: TRY301
+            check_spiffe_id(value.removesuffix("/"))
+        except ValueError as error:
+            raise ConfigError(f"{self.name}.{key}: {error}") from None
+        return value
+
+    def words(self, key: str) -> tuple[str, ...]:
+        values = self.data.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{self.name}.{key} must be a list of strings")
+        return tuple(values)
+
     def tls(self, key: str) -> TlsFiles:
         section = self.sub(key)
         return TlsFiles(
@@ -197,6 +219,11 @@ def load_config(path: Path) -> StackConfig:
             database_url=justice.database_url("database_url"),
             gateway=justice.text("gateway"),
             trusted_callers=justice.identities("trusted_callers"),
+            officer_identity_prefix=justice.identity_prefix("officer_identity_prefix"),
+            administrators=justice.words("administrators"),
+            grace_window_hours=justice.number(
+                "grace_window_hours", JusticeConfig.grace_window_hours, minimum=0
+            ),
         ),
         police=PoliceConfig(
             listen=police.text("listen"),

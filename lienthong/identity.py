@@ -10,6 +10,8 @@ from typing import cast
 import grpc
 from cryptography import x509
 
+from lienthong import metadata
+
 TRUST_DOMAIN = "lienthong.local"
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _MAX_SPIFFE_ID_BYTES = 2048  # the SPIFFE ID specification's limit
@@ -74,3 +76,16 @@ def peer_identity(context: grpc.ServicerContext) -> str | None:
     """
     pem = peer_certificate(context)
     return None if pem is None else _identity_of_pem(pem)
+
+
+def caller_identity(context: grpc.ServicerContext, gateways: frozenset[str] | None) -> str | None:
+    """Who a call comes from: the caller the gateway verified, or the peer itself.
+
+    A peer in ``gateways`` passes on, in ``lienthong-caller``, the identity of the client
+    certificate it verified, after stripping any such header the client sent; from any other
+    peer the header is ignored, and the peer's own certificate identity is the caller.
+    """
+    peer = peer_identity(context)
+    if gateways is not None and peer in gateways:
+        return metadata.first(context.invocation_metadata(), metadata.CALLER)
+    return peer

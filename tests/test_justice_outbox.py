@@ -497,8 +497,9 @@ def test_the_worker_outlives_a_failed_round(sessions, population):
             worker.stop(timeout=10)
 
     assert logs[0] == {
-        "event": "pin_outbox_round_failed",
+        "event": "outbox_round_failed",
         "log_level": "error",
+        "outbox": "PinOutbox",
         "error": "ConnectionError",
     }
 

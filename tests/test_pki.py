@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.pki import (
+    BOOTSTRAP_ADMINISTRATOR,
     CA_COMMON_NAME,
     SYSTEMS,
     CertificatePaths,
@@ -23,7 +24,10 @@ from certs.pki import (
     create_ca,
     init_dev_pki,
     issue_certificate,
+    issue_officer_certificate,
     load_pki,
+    officer_spiffe_id,
+    revoke,
     write_certificate,
 )
 from lienthong.identity import TRUST_DOMAIN, spiffe_id_of
@@ -83,10 +87,12 @@ def test_init_writes_a_ca_and_a_certificate_and_key_for_every_system(pki: DevPki
     assert pki.ca_certificate == pki.directory / "ca.pem"
     assert pki.ca_private_key == pki.directory / "ca.key"
     written = {path.name for path in pki.directory.iterdir()}
-    expected = {"ca.pem", "ca.key", "crl.pem", "audit-log.key", "audit-log.vkey"}
+    expected = {"ca.pem", "ca.key", "crl.pem", "audit-log.key", "audit-log.vkey", "officers"}
     for system in SYSTEMS:
         expected |= {f"{system.name}.pem", f"{system.name}.key"}
     assert written == expected
+    officers = {path.name for path in (pki.directory / "officers").iterdir()}
+    assert officers == {"admin.pem", "admin.key"}
 
 
 def test_ca_is_a_critical_leaf_only_ca_named_for_lienthong(pki: DevPki):
@@ -183,6 +189,10 @@ def test_keys_are_owner_only_certificates_public_and_directory_private(pki: DevP
     for system in SYSTEMS:
         assert mode(pki.paths(system.name).private_key) == 0o600
         assert mode(pki.paths(system.name).certificate) == 0o644
+    administrator = pki.officer_paths(BOOTSTRAP_ADMINISTRATOR)
+    assert mode(administrator.certificate.parent) == 0o700
+    assert mode(administrator.private_key) == 0o600
+    assert mode(administrator.certificate) == 0o644
 
 
 def test_write_certificate_makes_an_existing_readable_key_file_owner_only(tmp_path: Path):
@@ -199,22 +209,35 @@ def test_write_certificate_makes_an_existing_readable_key_file_owner_only(tmp_pa
 # Running init again
 
 
+def files_of(directory: Path) -> dict[Path, tuple[int, bytes]]:
+    """Each file under ``directory`` with its inode (files are replaced, never rewritten)."""
+    return {
+        path: (path.stat().st_ino, path.read_bytes())
+        for path in directory.rglob("*")
+        if path.is_file()
+    }
+
+
 def test_init_again_without_force_keeps_the_ca_and_every_certificate(tmp_path: Path):
     first = init_dev_pki(tmp_path)
-    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    before = files_of(tmp_path)
     second = init_dev_pki(tmp_path)
     assert second == first
-    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert files_of(tmp_path) == before
 
 
 def test_init_again_with_force_makes_a_new_ca_and_new_leaves(tmp_path: Path):
     pki = init_dev_pki(tmp_path)
     old_ca = fingerprint(pki.ca_certificate)
     old_justice = fingerprint(pki.paths("justice").certificate)
+    old_administrator = fingerprint(pki.officer_paths(BOOTSTRAP_ADMINISTRATOR).certificate)
     init_dev_pki(tmp_path, force=True)
     assert fingerprint(pki.ca_certificate) != old_ca
     assert fingerprint(pki.paths("justice").certificate) != old_justice
     leaf(pki, SYSTEMS[0]).verify_directly_issued_by(load(pki.ca_certificate))
+    administrator = pki.officer_paths(BOOTSTRAP_ADMINISTRATOR).certificate
+    assert fingerprint(administrator) != old_administrator
+    load(administrator).verify_directly_issued_by(load(pki.ca_certificate))
 
 
 def test_init_again_issues_only_the_missing_leaf_from_the_same_ca(tmp_path: Path):
@@ -244,7 +267,116 @@ def test_paths_refuses_names_that_leave_the_directory_or_hit_the_ca(pki: DevPki)
             pki.paths(name)
 
 
-# spiffe_id_of
+# Officers' certificates
+
+
+def test_officer_spiffe_id_names_the_officer_under_moj_officers():
+    assert officer_spiffe_id("alice") == "spiffe://lienthong.local/moj/officers/alice"
+    assert officer_spiffe_id("a-1", "example.org") == "spiffe://example.org/moj/officers/a-1"
+    assert officer_spiffe_id("a" * 63).endswith("/" + "a" * 63)
+
+
+BAD_OFFICER_IDS = ["", "Alice", "1st", "-a", "a_b", "a.b", "a/b", "../a", "a b", "a\n", "a" * 64]
+
+
+@pytest.mark.parametrize("officer_id", BAD_OFFICER_IDS)
+def test_bad_officer_ids_are_refused_before_anything_is_written(pki: DevPki, officer_id: str):
+    before = files_of(pki.directory)
+    with pytest.raises(ValueError, match="not an officer ID"):
+        officer_spiffe_id(officer_id)
+    with pytest.raises(ValueError, match="not an officer ID"):
+        issue_officer_certificate(pki, officer_id)
+    assert files_of(pki.directory) == before
+
+
+def test_init_issues_the_bootstrap_administrator_a_client_only_certificate(pki: DevPki):
+    paths = pki.officer_paths(BOOTSTRAP_ADMINISTRATOR)
+    assert paths == CertificatePaths(
+        pki.directory / "officers" / "admin.pem", pki.directory / "officers" / "admin.key"
+    )
+    certificate = load(paths.certificate)
+    assert spiffe_id_of(certificate) == "spiffe://lienthong.local/moj/officers/admin"
+    usages = list(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(san) == [x509.UniformResourceIdentifier(officer_spiffe_id("admin"))]
+    assert certificate.subject.rfc4514_string() == "CN=admin,O=lienthong"
+    certificate.verify_directly_issued_by(load(pki.ca_certificate))
+    key = serialization.load_pem_private_key(paths.private_key.read_bytes(), password=None)
+    assert key.public_key() == certificate.public_key()
+
+
+def test_issue_officer_certificate_writes_a_new_officer_next_to_the_administrator(
+    tmp_path: Path,
+):
+    pki = init_dev_pki(tmp_path)
+    paths = issue_officer_certificate(pki, "nguyen-van-a")
+    assert paths == pki.officer_paths("nguyen-van-a")
+    assert paths.certificate == tmp_path / "officers" / "nguyen-van-a.pem"
+    certificate = load(paths.certificate)
+    assert spiffe_id_of(certificate) == "spiffe://lienthong.local/moj/officers/nguyen-van-a"
+    usages = list(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    certificate.verify_directly_issued_by(load(pki.ca_certificate))
+    assert mode(paths.private_key) == 0o600
+    assert mode(paths.certificate) == 0o644
+
+
+def test_issue_officer_certificate_again_returns_the_same_files_untouched(tmp_path: Path):
+    pki = init_dev_pki(tmp_path)
+    first = issue_officer_certificate(pki, "alice")
+    before = files_of(tmp_path)
+    assert issue_officer_certificate(pki, "alice") == first
+    assert files_of(tmp_path) == before
+
+
+def test_issue_officer_certificate_replaces_one_the_ca_no_longer_vouches_for(tmp_path: Path):
+    """A revoked certificate, another CA's, or one without its key is reissued."""
+    pki = init_dev_pki(tmp_path / "dev")
+    paths = issue_officer_certificate(pki, "alice")
+    ca = load(pki.ca_certificate)
+
+    revoked = load(paths.certificate)
+    revoke(pki, revoked)
+    issue_officer_certificate(pki, "alice")
+    assert load(paths.certificate).serial_number != revoked.serial_number
+    load(paths.certificate).verify_directly_issued_by(ca)
+
+    other = init_dev_pki(tmp_path / "other")
+    foreign = other.officer_paths(BOOTSTRAP_ADMINISTRATOR)
+    shutil.copy(foreign.certificate, paths.certificate)
+    shutil.copy(foreign.private_key, paths.private_key)
+    issue_officer_certificate(pki, "alice")
+    assert spiffe_id_of(load(paths.certificate)).endswith("/officers/alice")
+    load(paths.certificate).verify_directly_issued_by(ca)
+
+    kept = fingerprint(paths.certificate)
+    paths.private_key.unlink()
+    issue_officer_certificate(pki, "alice")
+    assert fingerprint(paths.certificate) != kept
+    key = serialization.load_pem_private_key(paths.private_key.read_bytes(), password=None)
+    assert key.public_key() == load(paths.certificate).public_key()
+
+
+def test_issue_officer_certificate_replaces_an_expired_one(tmp_path: Path):
+    pki = init_dev_pki(tmp_path)
+    paths = pki.officer_paths("alice")
+    now = datetime.now(UTC)
+    ca_cert = load(pki.ca_certificate)
+    ca_key = serialization.load_pem_private_key(pki.ca_private_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    expired = issue_certificate(
+        ca_cert,
+        ca_key,
+        spiffe_id=officer_spiffe_id("alice"),
+        server=False,
+        client=True,
+        not_before=now - timedelta(days=2),
+        not_after=now - timedelta(days=1),
+    )
+    write_certificate(*expired, paths)
+    issue_officer_certificate(pki, "alice")
+    assert load(paths.certificate).not_valid_after_utc > now
 
 
 def test_spiffe_id_of_rejects_a_certificate_with_two_uri_sans():
@@ -367,10 +499,13 @@ def test_cli_init_lists_files_written_and_spiffe_ids_then_show_lists_certificate
     first = run("init", "--dir", str(tmp_path))
     assert first.returncode == 0, first.stderr
     assert f"wrote {tmp_path / 'ca.key'}" in first.stdout
+    assert f"wrote {tmp_path / 'officers' / 'admin.pem'}" in first.stdout
     for system in SYSTEMS:
         assert system.spiffe_id in first.stdout
+    assert "spiffe://lienthong.local/moj/officers/admin" in first.stdout
     again = run("init", "--dir", str(tmp_path))
     assert f"kept  {tmp_path / 'justice.pem'}" in again.stdout
+    assert f"kept  {tmp_path / 'officers' / 'admin.key'}" in again.stdout
     assert "wrote" not in again.stdout
     shown = run("show", "--dir", str(tmp_path))
     assert shown.returncode == 0, shown.stderr
@@ -383,6 +518,48 @@ def test_cli_show_of_a_missing_pki_fails_with_a_hint(tmp_path: Path):
     shown = run("show", "--dir", str(tmp_path / "nowhere"))
     assert shown.returncode == 1
     assert "python -m certs init" in shown.stderr
+
+
+def test_cli_officer_issues_a_certificate_and_prints_its_two_paths(tmp_path: Path):
+    assert run("init", "--dir", str(tmp_path)).returncode == 0
+    issued = run("officer", "alice", "--dir", str(tmp_path))
+    assert issued.returncode == 0, issued.stderr
+    certificate, key = tmp_path / "officers" / "alice.pem", tmp_path / "officers" / "alice.key"
+    assert issued.stdout == f"{certificate}\n{key}\n"
+    assert spiffe_id_of(load(certificate)) == "spiffe://lienthong.local/moj/officers/alice"
+    before = files_of(tmp_path)
+    again = run("officer", "alice", "--dir", str(tmp_path))
+    assert again.stdout == issued.stdout
+    assert files_of(tmp_path) == before
+
+
+def test_cli_officer_refuses_a_bad_id_and_a_missing_pki(tmp_path: Path):
+    assert run("init", "--dir", str(tmp_path)).returncode == 0
+    bad = run("officer", "Alice", "--dir", str(tmp_path))
+    assert bad.returncode == 1
+    assert "not an officer ID" in bad.stderr
+    assert not (tmp_path / "officers" / "Alice.pem").exists()
+    missing = run("officer", "alice", "--dir", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1
+    assert "python -m certs init" in missing.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_openssl_verifies_the_administrator_for_client_use_only(pki: DevPki):
+    openssl = shutil.which("openssl")
+    assert openssl is not None
+    ca = str(pki.ca_certificate)
+    administrator = str(pki.officer_paths(BOOTSTRAP_ADMINISTRATOR).certificate)
+    outcomes = {}
+    for purpose in ("sslclient", "sslserver"):
+        verified = subprocess.run(
+            [openssl, "verify", "-x509_strict", "-purpose", purpose, "-CAfile", ca, administrator],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        outcomes[purpose] = verified.returncode
+    assert outcomes == {"sslclient": 0, "sslserver": 2}
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")

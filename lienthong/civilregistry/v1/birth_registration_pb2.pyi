@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lienthong.calendar.v1 import date_pb2 as _date_pb2
 from lienthong.person.v1 import ethnicity_pb2 as _ethnicity_pb2
@@ -304,6 +306,7 @@ class BirthRegistration(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LEGAL_REPRESENTATIVE_FIELD_NUMBER: _builtins.int
+    CANCELLED_PERSONAL_IDENTIFICATION_NUMBERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name is the resource name "birthRegistrations/{unit_code}-{year}-{number}", for example
     "birthRegistrations/00004-2016-17". Output only.
@@ -362,6 +365,13 @@ class BirthRegistration(_message.Message):
         sent to the population database with the parents. Optional; never undetermined.
         """
 
+    @_builtins.property
+    def cancelled_personal_identification_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Cancelled personal identification numbers are the PINs this registration held before an
+        amendment or correction re-established it, oldest first; never issued again. Output
+        only.
+        """
+
     def __init__(
         self,
         *,
@@ -380,10 +390,11 @@ class BirthRegistration(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         legal_representative: Global___Parent | None = ...,
+        cancelled_personal_identification_numbers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "create_time", b"create_time", "declarant", b"declarant", "father", b"father", "legal_representative", b"legal_representative", "mother", b"mother", "registration_date", b"registration_date", "registration_unit", b"registration_unit", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "create_time", b"create_time", "declarant", b"declarant", "father", b"father", "legal_representative", b"legal_representative", "mother", b"mother", "name", b"name", "personal_identification_number", b"personal_identification_number", "pin_status", b"pin_status", "procedure", b"procedure", "registering_officer", b"registering_officer", "registration_date", b"registration_date", "registration_number", b"registration_number", "registration_unit", b"registration_unit", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_personal_identification_numbers", b"cancelled_personal_identification_numbers", "child", b"child", "create_time", b"create_time", "declarant", b"declarant", "father", b"father", "legal_representative", b"legal_representative", "mother", b"mother", "name", b"name", "personal_identification_number", b"personal_identification_number", "pin_status", b"pin_status", "procedure", b"procedure", "registering_officer", b"registering_officer", "registration_date", b"registration_date", "registration_number", b"registration_number", "registration_unit", b"registration_unit", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

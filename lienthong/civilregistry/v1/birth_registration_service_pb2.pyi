@@ -251,8 +251,14 @@ class AmendBirthRegistrationResponse(_message.Message):
 
     BIRTH_REGISTRATION_FIELD_NUMBER: _builtins.int
     CANCELLED_PERSONAL_IDENTIFICATION_NUMBER_FIELD_NUMBER: _builtins.int
+    POPULATION_UPDATE_PENDING_FIELD_NUMBER: _builtins.int
     cancelled_personal_identification_number: _builtins.str
     """Cancelled PIN is the PIN that the amendment cancelled, when it re-established the PIN."""
+    population_update_pending: _builtins.bool
+    """Population update pending is true when the change could not reach the population
+    database yet: it is committed and delivered later, and the PIN (re-established or not)
+    follows then.
+    """
     @_builtins.property
     def birth_registration(self) -> _birth_registration_pb2.BirthRegistration:
         """Birth registration after the amendment."""
@@ -262,10 +268,11 @@ class AmendBirthRegistrationResponse(_message.Message):
         *,
         birth_registration: _birth_registration_pb2.BirthRegistration | None = ...,
         cancelled_personal_identification_number: _builtins.str = ...,
+        population_update_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["birth_registration", b"birth_registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_registration", b"birth_registration", "cancelled_personal_identification_number", b"cancelled_personal_identification_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_registration", b"birth_registration", "cancelled_personal_identification_number", b"cancelled_personal_identification_number", "population_update_pending", b"population_update_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -347,8 +354,14 @@ class CorrectBirthRegistrationResponse(_message.Message):
 
     BIRTH_REGISTRATION_FIELD_NUMBER: _builtins.int
     CANCELLED_PERSONAL_IDENTIFICATION_NUMBER_FIELD_NUMBER: _builtins.int
+    POPULATION_UPDATE_PENDING_FIELD_NUMBER: _builtins.int
     cancelled_personal_identification_number: _builtins.str
     """Cancelled PIN is the PIN that the correction cancelled, when it re-established the PIN."""
+    population_update_pending: _builtins.bool
+    """Population update pending is true when the change could not reach the population
+    database yet: it is committed and delivered later, and the PIN (re-established or not)
+    follows then.
+    """
     @_builtins.property
     def birth_registration(self) -> _birth_registration_pb2.BirthRegistration:
         """Birth registration after the correction."""
@@ -358,10 +371,11 @@ class CorrectBirthRegistrationResponse(_message.Message):
         *,
         birth_registration: _birth_registration_pb2.BirthRegistration | None = ...,
         cancelled_personal_identification_number: _builtins.str = ...,
+        population_update_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["birth_registration", b"birth_registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_registration", b"birth_registration", "cancelled_personal_identification_number", b"cancelled_personal_identification_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_registration", b"birth_registration", "cancelled_personal_identification_number", b"cancelled_personal_identification_number", "population_update_pending", b"population_update_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,6 +31,14 @@ class BirthRegistrationServiceStub:
     supervision and statistics. Errors carry google.rpc.Status details: BadRequest field
     violations for INVALID_ARGUMENT and an ErrorInfo (domain "civilregistry.lienthong.gov.vn")
     otherwise.
+
+    Callers are officers, each authenticated by a client certificate of their own (see
+    Officer.identity); every call is checked against the officer's role and unit. A commune
+    officer registers, amends and reads for its commune; a district officer for its district
+    (registrations with a foreign element, and corrections for persons of 14 and over); a
+    provincial supervisor reads every registration and statistic of its province and writes
+    nothing; a ministry administrator reads statistics of every locality. A caller without an
+    active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -77,6 +85,14 @@ class BirthRegistrationServiceServicer:
     supervision and statistics. Errors carry google.rpc.Status details: BadRequest field
     violations for INVALID_ARGUMENT and an ErrorInfo (domain "civilregistry.lienthong.gov.vn")
     otherwise.
+
+    Callers are officers, each authenticated by a client certificate of their own (see
+    Officer.identity); every call is checked against the officer's role and unit. A commune
+    officer registers, amends and reads for its commune; a district officer for its district
+    (registrations with a foreign element, and corrections for persons of 14 and over); a
+    provincial supervisor reads every registration and statistic of its province and writes
+    nothing; a ministry administrator reads statistics of every locality. A caller without an
+    active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     def RegisterBirth(self, request, context):
@@ -103,6 +119,8 @@ class BirthRegistrationServiceServicer:
 
     def ListBirthRegistrations(self, request, context):
         """ListBirthRegistrations lists registrations in registration order, filtered and paged.
+        Only registrations within the caller's scope are listed; a unit_code outside it is
+        refused.
         Errors: INVALID_ARGUMENT (bad filter or page token), PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -111,10 +129,16 @@ class BirthRegistrationServiceServicer:
 
     def AmendBirthRegistration(self, request, context):
         """AmendBirthRegistration changes a registration without the formal procedure, by its own
-        unit within the grace window after entry (24 hours by default). A change of sex, year
-        of birth or place of registration re-establishes the PIN.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION (the grace
-        window has closed: use CorrectBirthRegistration), UNAVAILABLE.
+        unit within the grace window after entry (24 hours by default). Each amendment is
+        recorded with its reason and digests of the registration before and after. The change
+        is sent to the population database; a change of sex or year of birth re-establishes the
+        PIN, and the old one is kept as cancelled. Amendable paths: child.name, child.sex,
+        child.date_of_birth, child.place_of_birth, child.home_town, child.ethnicity, father,
+        mother, declarant, legal_representative.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (another unit's registration:
+        only CorrectBirthRegistration may change it), FAILED_PRECONDITION (reason
+        GRACE_WINDOW_CLOSED: use CorrectBirthRegistration; reason PIN_PENDING: the PIN request
+        is still in flight), ALREADY_EXISTS (request_id reused with different content).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,9 +146,12 @@ class BirthRegistrationServiceServicer:
 
     def CorrectBirthRegistration(self, request, context):
         """CorrectBirthRegistration records a formal correction (thay doi, cai chinh, bo sung ho
-        tich) decided by a commune for persons under 14 or a district for 14 and over.
+        tich) decided by the registering commune for persons under 14 on the decision date, or
+        by the district of the registering unit for 14 and over (and for registrations made by
+        a district). Paths as for AmendBirthRegistration; the change reaches the population
+        database the same way.
         Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (the unit may not decide it),
-        UNAVAILABLE.
+        FAILED_PRECONDITION (reason PIN_PENDING), ALREADY_EXISTS (request_id reused).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +213,14 @@ class BirthRegistrationService:
     supervision and statistics. Errors carry google.rpc.Status details: BadRequest field
     violations for INVALID_ARGUMENT and an ErrorInfo (domain "civilregistry.lienthong.gov.vn")
     otherwise.
+
+    Callers are officers, each authenticated by a client certificate of their own (see
+    Officer.identity); every call is checked against the officer's role and unit. A commune
+    officer registers, amends and reads for its commune; a district officer for its district
+    (registrations with a foreign element, and corrections for persons of 14 and over); a
+    provincial supervisor reads every registration and statistic of its province and writes
+    nothing; a ministry administrator reads statistics of every locality. A caller without an
+    active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     @staticmethod

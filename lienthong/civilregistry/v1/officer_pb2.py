@@ -27,17 +27,17 @@ from lienthong.person.v1 import person_name_pb2 as lienthong_dot_person_dot_v1_d
 from lienthong.place.v1 import administrative_unit_pb2 as lienthong_dot_place_dot_v1_dot_administrative__unit__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(lienthong/civilregistry/v1/officer.proto\x12\x1alienthong.civilregistry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%lienthong/person/v1/person_name.proto\x1a,lienthong/place/v1/administrative_unit.proto\"\xa5\x02\n\x07Officer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x0c\x64isplay_name\x18\x02 \x01(\x0b\x32\x1f.lienthong.person.v1.PersonName\x12\x34\n\x04unit\x18\x03 \x01(\x0b\x32&.lienthong.place.v1.AdministrativeUnit\x12\x35\n\x04role\x18\x04 \x01(\x0e\x32\'.lienthong.civilregistry.v1.OfficerRole\x12\x37\n\x05state\x18\x05 \x01(\x0e\x32(.lienthong.civilregistry.v1.OfficerState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc1\x01\n\x0bOfficerRole\x12\x1c\n\x18OFFICER_ROLE_UNSPECIFIED\x10\x00\x12 \n\x1cOFFICER_ROLE_COMMUNE_OFFICER\x10\x01\x12!\n\x1dOFFICER_ROLE_DISTRICT_OFFICER\x10\x02\x12&\n\"OFFICER_ROLE_PROVINCIAL_SUPERVISOR\x10\x03\x12\'\n#OFFICER_ROLE_MINISTRY_ADMINISTRATOR\x10\x04*c\n\x0cOfficerState\x12\x1d\n\x19OFFICER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14OFFICER_STATE_ACTIVE\x10\x01\x12\x1a\n\x16OFFICER_STATE_DISABLED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(lienthong/civilregistry/v1/officer.proto\x12\x1alienthong.civilregistry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%lienthong/person/v1/person_name.proto\x1a,lienthong/place/v1/administrative_unit.proto\"\xb7\x02\n\x07Officer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x0c\x64isplay_name\x18\x02 \x01(\x0b\x32\x1f.lienthong.person.v1.PersonName\x12\x34\n\x04unit\x18\x03 \x01(\x0b\x32&.lienthong.place.v1.AdministrativeUnit\x12\x35\n\x04role\x18\x04 \x01(\x0e\x32\'.lienthong.civilregistry.v1.OfficerRole\x12\x37\n\x05state\x18\x05 \x01(\x0e\x32(.lienthong.civilregistry.v1.OfficerState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08identity\x18\x07 \x01(\t*\xc1\x01\n\x0bOfficerRole\x12\x1c\n\x18OFFICER_ROLE_UNSPECIFIED\x10\x00\x12 \n\x1cOFFICER_ROLE_COMMUNE_OFFICER\x10\x01\x12!\n\x1dOFFICER_ROLE_DISTRICT_OFFICER\x10\x02\x12&\n\"OFFICER_ROLE_PROVINCIAL_SUPERVISOR\x10\x03\x12\'\n#OFFICER_ROLE_MINISTRY_ADMINISTRATOR\x10\x04*c\n\x0cOfficerState\x12\x1d\n\x19OFFICER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14OFFICER_STATE_ACTIVE\x10\x01\x12\x1a\n\x16OFFICER_STATE_DISABLED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lienthong.civilregistry.v1.officer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OFFICERROLE']._serialized_start=487
-  _globals['_OFFICERROLE']._serialized_end=680
-  _globals['_OFFICERSTATE']._serialized_start=682
-  _globals['_OFFICERSTATE']._serialized_end=781
+  _globals['_OFFICERROLE']._serialized_start=505
+  _globals['_OFFICERROLE']._serialized_end=698
+  _globals['_OFFICERSTATE']._serialized_start=700
+  _globals['_OFFICERSTATE']._serialized_end=799
   _globals['_OFFICER']._serialized_start=191
-  _globals['_OFFICER']._serialized_end=484
+  _globals['_OFFICER']._serialized_end=502
 # @@protoc_insertion_point(module_scope)

@@ -82,7 +82,10 @@ Global___OfficerState: _TypeAlias = OfficerState  # noqa: Y015
 
 @_typing.final
 class Officer(_message.Message):
-    """Officer is a civil-status officer's account."""
+    """Officer is a civil-status officer's account. An officer authenticates with a client
+    certificate of their own, whose SPIFFE ID is the account's identity; no header names an
+    officer.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -92,12 +95,17 @@ class Officer(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name is the resource name "officers/{officer_id}". Output only."""
     role: Global___OfficerRole.ValueType
     """Role of the account. Required."""
     state: Global___OfficerState.ValueType
     """State of the account. Output only."""
+    identity: _builtins.str
+    """Identity is the SPIFFE ID of the client certificate the officer authenticates with,
+    "spiffe://{trust_domain}/moj/officers/{officer_id}". Output only.
+    """
     @_builtins.property
     def display_name(self) -> _person_name_pb2.PersonName:
         """Display name of the officer. Required."""
@@ -119,10 +127,11 @@ class Officer(_message.Message):
         role: Global___OfficerRole.ValueType = ...,
         state: Global___OfficerState.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        identity: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "unit", b"unit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "name", b"name", "role", b"role", "state", b"state", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "identity", b"identity", "name", b"name", "role", b"role", "state", b"state", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

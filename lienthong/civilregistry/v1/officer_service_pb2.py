@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lienthong.civilregistry.v1 import officer_pb2 as lienthong_dot_civilregistry_dot_v1_dot_officer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0lienthong/civilregistry/v1/officer_service.proto\x12\x1alienthong.civilregistry.v1\x1a(lienthong/civilregistry/v1/officer.proto\"`\n\x14\x43reateOfficerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x34\n\x07officer\x18\x02 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer\"M\n\x15\x43reateOfficerResponse\x12\x34\n\x07officer\x18\x01 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer\"!\n\x11GetOfficerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x12GetOfficerResponse\x12\x34\n\x07officer\x18\x01 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer\"\x88\x01\n\x13ListOfficersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tunit_code\x18\x03 \x01(\t\x12\x37\n\x05state\x18\x04 \x01(\x0e\x32(.lienthong.civilregistry.v1.OfficerState\"f\n\x14ListOfficersResponse\x12\x35\n\x08officers\x18\x01 \x03(\x0b\x32#.lienthong.civilregistry.v1.Officer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44isableOfficerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x16\x44isableOfficerResponse\x12\x34\n\x07officer\x18\x01 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer2\xdf\x03\n\x0eOfficerService\x12t\n\rCreateOfficer\x12\x30.lienthong.civilregistry.v1.CreateOfficerRequest\x1a\x31.lienthong.civilregistry.v1.CreateOfficerResponse\x12k\n\nGetOfficer\x12-.lienthong.civilregistry.v1.GetOfficerRequest\x1a..lienthong.civilregistry.v1.GetOfficerResponse\x12q\n\x0cListOfficers\x12/.lienthong.civilregistry.v1.ListOfficersRequest\x1a\x30.lienthong.civilregistry.v1.ListOfficersResponse\x12w\n\x0e\x44isableOfficer\x12\x31.lienthong.civilregistry.v1.DisableOfficerRequest\x1a\x32.lienthong.civilregistry.v1.DisableOfficerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0lienthong/civilregistry/v1/officer_service.proto\x12\x1alienthong.civilregistry.v1\x1a(lienthong/civilregistry/v1/officer.proto\"t\n\x14\x43reateOfficerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x34\n\x07officer\x18\x02 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer\x12\x12\n\nofficer_id\x18\x03 \x01(\t\"M\n\x15\x43reateOfficerResponse\x12\x34\n\x07officer\x18\x01 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer\"!\n\x11GetOfficerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x12GetOfficerResponse\x12\x34\n\x07officer\x18\x01 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer\"\x88\x01\n\x13ListOfficersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tunit_code\x18\x03 \x01(\t\x12\x37\n\x05state\x18\x04 \x01(\x0e\x32(.lienthong.civilregistry.v1.OfficerState\"f\n\x14ListOfficersResponse\x12\x35\n\x08officers\x18\x01 \x03(\x0b\x32#.lienthong.civilregistry.v1.Officer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44isableOfficerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x16\x44isableOfficerResponse\x12\x34\n\x07officer\x18\x01 \x01(\x0b\x32#.lienthong.civilregistry.v1.Officer2\xdf\x03\n\x0eOfficerService\x12t\n\rCreateOfficer\x12\x30.lienthong.civilregistry.v1.CreateOfficerRequest\x1a\x31.lienthong.civilregistry.v1.CreateOfficerResponse\x12k\n\nGetOfficer\x12-.lienthong.civilregistry.v1.GetOfficerRequest\x1a..lienthong.civilregistry.v1.GetOfficerResponse\x12q\n\x0cListOfficers\x12/.lienthong.civilregistry.v1.ListOfficersRequest\x1a\x30.lienthong.civilregistry.v1.ListOfficersResponse\x12w\n\x0e\x44isableOfficer\x12\x31.lienthong.civilregistry.v1.DisableOfficerRequest\x1a\x32.lienthong.civilregistry.v1.DisableOfficerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lienthong.civilregistry.v1.
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEOFFICERREQUEST']._serialized_start=122
-  _globals['_CREATEOFFICERREQUEST']._serialized_end=218
-  _globals['_CREATEOFFICERRESPONSE']._serialized_start=220
-  _globals['_CREATEOFFICERRESPONSE']._serialized_end=297
-  _globals['_GETOFFICERREQUEST']._serialized_start=299
-  _globals['_GETOFFICERREQUEST']._serialized_end=332
-  _globals['_GETOFFICERRESPONSE']._serialized_start=334
-  _globals['_GETOFFICERRESPONSE']._serialized_end=408
-  _globals['_LISTOFFICERSREQUEST']._serialized_start=411
-  _globals['_LISTOFFICERSREQUEST']._serialized_end=547
-  _globals['_LISTOFFICERSRESPONSE']._serialized_start=549
-  _globals['_LISTOFFICERSRESPONSE']._serialized_end=651
-  _globals['_DISABLEOFFICERREQUEST']._serialized_start=653
-  _globals['_DISABLEOFFICERREQUEST']._serialized_end=690
-  _globals['_DISABLEOFFICERRESPONSE']._serialized_start=692
-  _globals['_DISABLEOFFICERRESPONSE']._serialized_end=770
-  _globals['_OFFICERSERVICE']._serialized_start=773
-  _globals['_OFFICERSERVICE']._serialized_end=1252
+  _globals['_CREATEOFFICERREQUEST']._serialized_end=238
+  _globals['_CREATEOFFICERRESPONSE']._serialized_start=240
+  _globals['_CREATEOFFICERRESPONSE']._serialized_end=317
+  _globals['_GETOFFICERREQUEST']._serialized_start=319
+  _globals['_GETOFFICERREQUEST']._serialized_end=352
+  _globals['_GETOFFICERRESPONSE']._serialized_start=354
+  _globals['_GETOFFICERRESPONSE']._serialized_end=428
+  _globals['_LISTOFFICERSREQUEST']._serialized_start=431
+  _globals['_LISTOFFICERSREQUEST']._serialized_end=567
+  _globals['_LISTOFFICERSRESPONSE']._serialized_start=569
+  _globals['_LISTOFFICERSRESPONSE']._serialized_end=671
+  _globals['_DISABLEOFFICERREQUEST']._serialized_start=673
+  _globals['_DISABLEOFFICERREQUEST']._serialized_end=710
+  _globals['_DISABLEOFFICERRESPONSE']._serialized_start=712
+  _globals['_DISABLEOFFICERRESPONSE']._serialized_end=790
+  _globals['_OFFICERSERVICE']._serialized_start=793
+  _globals['_OFFICERSERVICE']._serialized_end=1272
 # @@protoc_insertion_point(module_scope)

@@ -27,8 +27,13 @@ class CreateOfficerRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     OFFICER_FIELD_NUMBER: _builtins.int
+    OFFICER_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request ID is a client-chosen UUID that makes the call idempotent. Required."""
+    officer_id: _builtins.str
+    """Officer ID is the final segment of the account's name and identity: a lower-case letter,
+    then up to 62 lower-case letters, digits and hyphens. Required; unique.
+    """
     @_builtins.property
     def officer(self) -> _officer_pb2.Officer:
         """Officer to create; output-only fields are ignored."""
@@ -38,10 +43,11 @@ class CreateOfficerRequest(_message.Message):
         *,
         request_id: _builtins.str = ...,
         officer: _officer_pb2.Officer | None = ...,
+        officer_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["officer", b"officer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["officer", b"officer", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["officer", b"officer", "officer_id", b"officer_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 class OfficerServiceStub:
     """OfficerService manages civil-status officers' accounts. Only ministry administrators may
-    create or disable accounts; supervisors may list the accounts of their province.
+    create or disable accounts; supervisors may list and read the accounts of their province;
+    every officer may read their own. The caller is the officer whose certificate the gateway
+    verified; a caller without an active account gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -60,14 +62,17 @@ class OfficerServiceStub:
 
 class OfficerServiceServicer:
     """OfficerService manages civil-status officers' accounts. Only ministry administrators may
-    create or disable accounts; supervisors may list the accounts of their province.
+    create or disable accounts; supervisors may list and read the accounts of their province;
+    every officer may read their own. The caller is the officer whose certificate the gateway
+    verified; a caller without an active account gets PERMISSION_DENIED.
     """
 
     def CreateOfficer(self, request, context):
         """CreateOfficer creates an account. A repeat with the same request_id returns the first
         answer.
         Errors: INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION (the unit's level does
-        not fit the role), ALREADY_EXISTS (request_id reused with different content).
+        not fit the role), ALREADY_EXISTS (officer_id taken, or request_id reused with different
+        content).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,7 +135,9 @@ def add_OfficerServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class OfficerService:
     """OfficerService manages civil-status officers' accounts. Only ministry administrators may
-    create or disable accounts; supervisors may list the accounts of their province.
+    create or disable accounts; supervisors may list and read the accounts of their province;
+    every officer may read their own. The caller is the officer whose certificate the gateway
+    verified; a caller without an active account gets PERMISSION_DENIED.
     """
 
     @staticmethod

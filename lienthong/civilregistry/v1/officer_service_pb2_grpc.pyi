@@ -28,7 +28,9 @@ GRPC_VERSION: str
 
 class OfficerServiceStub:
     """OfficerService manages civil-status officers' accounts. Only ministry administrators may
-    create or disable accounts; supervisors may list the accounts of their province.
+    create or disable accounts; supervisors may list and read the accounts of their province;
+    every officer may read their own. The caller is the officer whose certificate the gateway
+    verified; a caller without an active account gets PERMISSION_DENIED.
     """
 
     @_typing.overload
@@ -39,7 +41,8 @@ class OfficerServiceStub:
     """CreateOfficer creates an account. A repeat with the same request_id returns the first
     answer.
     Errors: INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION (the unit's level does
-    not fit the role), ALREADY_EXISTS (request_id reused with different content).
+    not fit the role), ALREADY_EXISTS (officer_id taken, or request_id reused with different
+    content).
     """
     GetOfficer: _grpc.UnaryUnaryMultiCallable[_officer_service_pb2.GetOfficerRequest, _officer_service_pb2.GetOfficerResponse]
     """GetOfficer returns one account.
@@ -57,7 +60,9 @@ class OfficerServiceStub:
 @_typing.type_check_only
 class OfficerServiceAsyncStub(OfficerServiceStub):
     """OfficerService manages civil-status officers' accounts. Only ministry administrators may
-    create or disable accounts; supervisors may list the accounts of their province.
+    create or disable accounts; supervisors may list and read the accounts of their province;
+    every officer may read their own. The caller is the officer whose certificate the gateway
+    verified; a caller without an active account gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -65,7 +70,8 @@ class OfficerServiceAsyncStub(OfficerServiceStub):
     """CreateOfficer creates an account. A repeat with the same request_id returns the first
     answer.
     Errors: INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION (the unit's level does
-    not fit the role), ALREADY_EXISTS (request_id reused with different content).
+    not fit the role), ALREADY_EXISTS (officer_id taken, or request_id reused with different
+    content).
     """
     GetOfficer: _aio.UnaryUnaryMultiCallable[_officer_service_pb2.GetOfficerRequest, _officer_service_pb2.GetOfficerResponse]  # type: ignore[assignment]
     """GetOfficer returns one account.
@@ -82,7 +88,9 @@ class OfficerServiceAsyncStub(OfficerServiceStub):
 
 class OfficerServiceServicer(metaclass=_abc_1.ABCMeta):
     """OfficerService manages civil-status officers' accounts. Only ministry administrators may
-    create or disable accounts; supervisors may list the accounts of their province.
+    create or disable accounts; supervisors may list and read the accounts of their province;
+    every officer may read their own. The caller is the officer whose certificate the gateway
+    verified; a caller without an active account gets PERMISSION_DENIED.
     """
 
     @_abc_1.abstractmethod
@@ -94,7 +102,8 @@ class OfficerServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreateOfficer creates an account. A repeat with the same request_id returns the first
         answer.
         Errors: INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION (the unit's level does
-        not fit the role), ALREADY_EXISTS (request_id reused with different content).
+        not fit the role), ALREADY_EXISTS (officer_id taken, or request_id reused with different
+        content).
         """
 
     @_abc_1.abstractmethod
