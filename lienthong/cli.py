@@ -194,8 +194,10 @@ def _policy_check(path: Path) -> int:
         sys.stderr.write(f"lienthong: {error}\n")
         return 1
     callers = {caller for caller, _ in policy.grants}
+    prefixes = {f"{prefix}/*" for prefix, _ in policy.prefix_grants}
+    grants = len(policy.grants) + len(policy.prefix_grants)
     sys.stdout.write(
-        f"{path}: valid; {len(policy.grants)} (caller, method) grants for {len(callers)} callers\n"
+        f"{path}: valid; {grants} (caller, method) grants for {len(callers | prefixes)} callers\n"
     )
     return 0
 
@@ -233,10 +235,10 @@ def _run(_arguments: argparse.Namespace, config: StackConfig) -> int:
 def _demo(_arguments: argparse.Namespace, config: StackConfig) -> int:
     from lienthong.demo import format_table, register_samples  # noqa: PLC0415
     from lienthong.reference import code_lists  # noqa: PLC0415
-    from lienthong.tls import secure_channel  # noqa: PLC0415
 
-    with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
-        registrations = register_samples(channel, code_lists())
+    registrations = register_samples(
+        config.gateway.listen, config.demo_tls, config.pki_directory, code_lists()
+    )
     sys.stdout.write(format_table(registrations, code_lists()) + "\n")
     return 0
 

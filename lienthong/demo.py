@@ -8,26 +8,34 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
+from certs.pki import issue_officer_certificate, load_pki
 from lienthong import metadata, pin
 from lienthong.calendar.v1 import date_pb2
 from lienthong.civilregistry.v1 import (
     birth_registration_pb2,
     birth_registration_service_pb2,
     birth_registration_service_pb2_grpc,
+    officer_pb2,
+    officer_service_pb2,
+    officer_service_pb2_grpc,
 )
 from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
 from lienthong.person.v1 import ethnicity_pb2, nationality_pb2, person_name_pb2, sex_pb2
 from lienthong.place.v1 import administrative_unit_pb2, place_pb2
 from lienthong.reference import CodeLists, Level
+from lienthong.tls import TlsFiles, secure_channel
 
 FIRST = birth_registration_pb2.REGISTRATION_PROCEDURE_FIRST_REGISTRATION
 FOREIGN = birth_registration_pb2.REGISTRATION_PROCEDURE_FOREIGN_ELEMENT
 RE_REGISTRATION = birth_registration_pb2.REGISTRATION_PROCEDURE_RE_REGISTRATION
 COMMUNE = administrative_unit_pb2.ADMINISTRATIVE_LEVEL_COMMUNE
 DISTRICT = administrative_unit_pb2.ADMINISTRATIVE_LEVEL_DISTRICT
+# Request ids of the demo's account creations: the same on every run.
+_DEMO_NAMESPACE = uuid.UUID("3d0d5f3c-2a4e-4f57-9d0b-8a1c6e2b7f41")
 
 
 @dataclass(frozen=True)
@@ -158,23 +166,75 @@ def _first_commune(codes: CodeLists, district_code: str) -> str:
 
 
 def register_samples(
-    channel: grpc.Channel, codes: CodeLists
+    gateway: str, administrator: TlsFiles, pki_directory: Path, codes: CodeLists
 ) -> list[birth_registration_pb2.BirthRegistration]:
-    """Register every sample through ``channel`` (to the gateway) and return the results."""
-    stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
+    """Register every sample through the gateway, each by an officer of its unit.
+
+    The administrator (``administrator``'s certificate) creates one officer account per
+    sample unit; the development PKI in ``pki_directory`` issues each officer a certificate
+    of their own, with which they register. Repeating it reuses the accounts.
+    """
+    pki = load_pki(pki_directory)
+    with secure_channel(gateway, administrator.read()) as channel:
+        officers = enrol_officers(channel, codes)
     results = []
     for sample in SAMPLES:
-        request = sample_request(sample, codes)
-        response = stub.RegisterBirth(
+        paths = issue_officer_certificate(pki, officers[sample.unit_code])
+        tls = TlsFiles(administrator.ca_certificate, paths.certificate, paths.private_key)
+        with secure_channel(gateway, tls.read()) as channel:
+            results.append(register(channel, sample_request(sample, codes)))
+    return results
+
+
+def enrol_officers(channel: grpc.Channel, codes: CodeLists) -> dict[str, str]:
+    """Create (once) an officer account for each sample unit; officer ids by unit code."""
+    stub = officer_service_pb2_grpc.OfficerServiceStub(channel)
+    officers = {}
+    for unit_code, level in sorted({(s.unit_code, s.unit_level) for s in SAMPLES}):
+        officer_id = f"demo-{unit_code}"
+        role = (
+            officer_pb2.OFFICER_ROLE_COMMUNE_OFFICER
+            if level == COMMUNE
+            else officer_pb2.OFFICER_ROLE_DISTRICT_OFFICER
+        )
+        if codes.unit(Level(level), unit_code) is None:
+            raise ValueError(f"no unit {unit_code}")
+        request = officer_service_pb2.CreateOfficerRequest(
+            # The same request each time, so that a second run gets the first answer.
+            request_id=str(uuid.uuid5(_DEMO_NAMESPACE, officer_id)),
+            officer_id=officer_id,
+            officer=officer_pb2.Officer(
+                display_name=_name("LÊ", "VĂN", "HỘ"),
+                unit=administrative_unit_pb2.AdministrativeUnit(level=level, code=unit_code),
+                role=role,
+            ),
+        )
+        stub.CreateOfficer(
             request,
             timeout=10,
             metadata=(
                 (metadata.REQUEST_ID, request.request_id),
-                (metadata.PURPOSE, "birth-registration"),
+                (metadata.PURPOSE, "account-management"),
             ),
         )
-        results.append(response.birth_registration)
-    return results
+        officers[unit_code] = officer_id
+    return officers
+
+
+def register(
+    channel: grpc.Channel, request: birth_registration_service_pb2.RegisterBirthRequest
+) -> birth_registration_pb2.BirthRegistration:
+    """RegisterBirth through ``channel``, as the officer whose certificate it carries."""
+    stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
+    response = stub.RegisterBirth(
+        request,
+        timeout=10,
+        metadata=(
+            (metadata.REQUEST_ID, request.request_id),
+            (metadata.PURPOSE, "birth-registration"),
+        ),
+    )
+    return response.birth_registration
 
 
 def latest_checkpoint(channel: grpc.Channel) -> str:

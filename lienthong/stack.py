@@ -48,8 +48,10 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
             _wait_healthy(name, addresses[name], client_tls, processes[name], config.log_directory)
         out.write(f"lienthong is running: gateway on {config.gateway.listen} (mutual TLS).\n\n")
         out.write("Registering sample births through the gateway...\n\n")
+        registrations = register_samples(
+            config.gateway.listen, config.demo_tls, config.pki_directory, code_lists()
+        )
         with secure_channel(config.gateway.listen, client_tls) as channel:
-            registrations = register_samples(channel, code_lists())
             checkpoint = latest_checkpoint(channel)
         out.write(format_table(registrations, code_lists()) + "\n\n")
         out.write(
