@@ -11,8 +11,9 @@ an ``Officer`` the same questions. Roles (OfficerRole in the contract):
                           14 and over registered in its district, and any of its own unit's
     provincial supervisor reads every registration and statistic of its province; writes
                           nothing (Hà Nội's request in the 2016 pilot)
-    ministry administrator manages accounts; reads statistics of every locality, and no
-                          registration (least privilege: accounts need no civil-status data)
+    ministry administrator manages accounts; reads every registration and statistic, the
+                          ministry being the civil-status authority over every province;
+                          writes no registration
 """
 
 from __future__ import annotations
@@ -71,14 +72,6 @@ class Officer:
         if self.role == DISTRICT_OFFICER:
             return place.district_code == unit.district_code
         return place.unit_code == unit.unit_code
-
-    def require_reader_of_registrations(self) -> None:
-        """Refuse a ministry administrator, who manages accounts and reads no registration."""
-        if self.role == MINISTRY_ADMINISTRATOR:
-            raise PermissionDenied(
-                "a ministry administrator manages accounts and reads no registration",
-                reason="ROLE_NOT_ALLOWED",
-            )
 
     def require_writer(self) -> None:
         """Refuse a read-only role: supervisors and administrators change no registration."""

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from certs.pki import DevPki
+from certs.pki import BOOTSTRAP_ADMINISTRATOR, DevPki, issue_officer_certificate
 from gateway.server import Gateway, create_gateway
 from justice_adapter.server import JusticeAdapter, create_adapter
+from lienthong import metadata
+from lienthong.civilregistry.v1 import officer_pb2, officer_service_pb2, officer_service_pb2_grpc
 from lienthong.config import AuditConfig, GatewayConfig, JusticeConfig, PoliceConfig
+from lienthong.person.v1 import person_name_pb2
+from lienthong.place.v1 import administrative_unit_pb2 as au
 from lienthong.tls import TlsFiles, secure_channel
 from police_adapter.server import create_server as create_police
 
 GATEWAY_ID = "spiffe://lienthong.local/gateway"
+OFFICERS = "spiffe://lienthong.local/moj/officers/"
 POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
 
 
@@ -30,6 +36,66 @@ def free_port() -> int:
 def tls_of(pki: DevPki, system: str) -> TlsFiles:
     paths = pki.paths(system)
     return TlsFiles(pki.ca_certificate, paths.certificate, paths.private_key)
+
+
+def officer_tls(pki: DevPki, officer_id: str) -> TlsFiles:
+    """The TLS files of an officer's own certificate, issued on first use."""
+    paths = issue_officer_certificate(pki, officer_id)
+    return TlsFiles(pki.ca_certificate, paths.certificate, paths.private_key)
+
+
+ROLE_OF_LENGTH = {
+    5: officer_pb2.OFFICER_ROLE_COMMUNE_OFFICER,
+    3: officer_pb2.OFFICER_ROLE_DISTRICT_OFFICER,
+    2: officer_pb2.OFFICER_ROLE_PROVINCIAL_SUPERVISOR,
+}
+LEVEL_OF_LENGTH = {
+    5: au.ADMINISTRATIVE_LEVEL_COMMUNE,
+    3: au.ADMINISTRATIVE_LEVEL_DISTRICT,
+    2: au.ADMINISTRATIVE_LEVEL_PROVINCE,
+}
+
+
+def as_caller(officer_id: str) -> tuple[tuple[str, str], ...]:
+    """The metadata the gateway adds for an officer, for calls straight to the adapter."""
+    return ((metadata.CALLER, OFFICERS + officer_id),)
+
+
+class AsCaller(grpc.UnaryUnaryClientInterceptor):
+    """Adds the gateway's ``lienthong-caller`` to every call, for a channel that presents
+    the gateway's own client certificate straight to the adapter."""
+
+    def __init__(self, officer_id: str) -> None:
+        self.officer_id = officer_id
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        sent = list(client_call_details.metadata or ()) + list(as_caller(self.officer_id))
+        return continuation(client_call_details._replace(metadata=sent), request)
+
+
+def create_officer(
+    channel: grpc.Channel, officer_id: str, unit_code: str, *, direct: bool = False
+) -> officer_pb2.Officer:
+    """Create (idempotently) the account ``officer_id`` for ``unit_code``.
+
+    As the administrator whose channel this is, or with ``direct`` as the gateway (its
+    certificate) calling the adapter for the bootstrap administrator. The role is commune
+    officer, district officer or provincial supervisor by the length of the code.
+    """
+    request = officer_service_pb2.CreateOfficerRequest(
+        request_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"officer:{officer_id}:{unit_code}")),
+        officer_id=officer_id,
+        officer=officer_pb2.Officer(
+            display_name=person_name_pb2.PersonName(family_name="LÊ", given_name="HÀ"),
+            unit=au.AdministrativeUnit(level=LEVEL_OF_LENGTH[len(unit_code)], code=unit_code),
+            role=ROLE_OF_LENGTH[len(unit_code)],
+        ),
+    )
+    stub = officer_service_pb2_grpc.OfficerServiceStub(channel)
+    sent = ((metadata.PURPOSE, "account-management"),)
+    if direct:
+        sent += as_caller(BOOTSTRAP_ADMINISTRATOR)
+    return stub.CreateOfficer(request, timeout=10, metadata=sent).officer
 
 
 @dataclass
@@ -53,6 +119,19 @@ class Stack:
     def channel(self, system: str = "officer-portal", address: str | None = None) -> grpc.Channel:
         """A channel to the gateway (or ``address``) presenting ``system``'s certificate."""
         return secure_channel(address or self.gateway_address, tls_of(self.pki, system).read())
+
+    def administrator(self) -> grpc.Channel:
+        """A channel to the gateway as the bootstrap ministry administrator."""
+        return secure_channel(
+            self.gateway_address, officer_tls(self.pki, BOOTSTRAP_ADMINISTRATOR).read()
+        )
+
+    def as_officer(self, unit_code: str, officer_id: str | None = None) -> grpc.Channel:
+        """A channel to the gateway as an officer of ``unit_code`` (created if missing)."""
+        officer_id = officer_id or f"officer-{unit_code}"
+        with self.administrator() as channel:
+            create_officer(channel, officer_id, unit_code)
+        return secure_channel(self.gateway_address, officer_tls(self.pki, officer_id).read())
 
     def stop(self, name: str) -> None:
         """Stop "police" or "justice" (with its outbox worker) without draining calls."""
@@ -91,7 +170,7 @@ def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack
     )
     justice_config = JusticeConfig(
         justice_address, tls_of(pki, "justice"), f"sqlite:///{directory / 'justice.db'}",
-        gateway_address, trusted,
+        gateway_address, trusted, administrators=(BOOTSTRAP_ADMINISTRATOR,),
     )  # fmt: skip
     police, _ = create_police(police_config)
     justice = create_adapter(justice_config)

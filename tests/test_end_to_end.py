@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf import field_mask_pb2
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
-from stack import Stack, start_stack
+from stack import Stack, officer_tls, start_stack
 
-from certs.pki import create_ca, issue_certificate
+from certs.pki import BOOTSTRAP_ADMINISTRATOR, create_ca, issue_certificate
 from lienthong import metadata
 from lienthong.civilregistry.v1 import (
     birth_registration_pb2,
@@ -35,6 +35,7 @@ from lienthong.tls import TlsMaterial, secure_channel
 REGISTER = "/lienthong.civilregistry.v1.BirthRegistrationService/RegisterBirth"
 ISSUE = "/lienthong.population.v1.CitizenService/IssuePersonalIdentificationNumber"
 PORTAL = "spiffe://lienthong.local/moj/officer-portal"
+OFFICERS = "spiffe://lienthong.local/moj/officers/"
 REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
 
 
@@ -56,6 +57,12 @@ def _exchange_lines(events: list[dict]) -> list[dict]:
     return [event for event in events if event["event"] == "exchange"]
 
 
+def _register_samples(stack: Stack) -> list[birth_registration_pb2.BirthRegistration]:
+    """The demo's samples, each registered by an officer of its unit, as `lienthong run` does."""
+    administrator = officer_tls(stack.pki, BOOTSTRAP_ADMINISTRATOR)
+    return register_samples(stack.gateway_address, administrator, stack.pki.directory, code_lists())
+
+
 def _register(channel: grpc.Channel, request) -> birth_registration_pb2.BirthRegistration:
     stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
     return stub.RegisterBirth(
@@ -72,8 +79,7 @@ def test_each_kind_of_birth_is_registered_and_only_eligible_ones_get_a_matching_
     stack: Stack,
 ) -> None:
     codes = code_lists()
-    with stack.channel() as channel:
-        registrations = register_samples(channel, codes)
+    registrations = _register_samples(stack)
     by_label = dict(zip((sample.label for sample in SAMPLES), registrations, strict=True))
     issued = [r for r in registrations if r.pin_status == birth_registration_pb2.PIN_STATUS_ISSUED]
     assert len(issued) == 4
@@ -100,14 +106,16 @@ def test_each_kind_of_birth_is_registered_and_only_eligible_ones_get_a_matching_
 def test_the_gateway_logs_one_line_per_exchange_without_personal_data(
     stack: Stack, exchanges: list[dict]
 ) -> None:
-    with stack.channel() as channel:
-        register_samples(channel, code_lists())
+    _register_samples(stack)
     lines = _exchange_lines(exchanges)
     registered = [line for line in lines if line["method"] == REGISTER]
     issued = [line for line in lines if line["method"] == ISSUE]
     assert len(registered) == len(SAMPLES)
     assert len(issued) == 4
-    assert all(line["caller"] == PORTAL and line["status"] == "OK" for line in registered)
+    assert all(
+        line["caller"].startswith(OFFICERS) and line["status"] == "OK" for line in registered
+    )
+    assert len({line["caller"] for line in registered}) == len({s.unit_code for s in SAMPLES})
     assert all(line["caller"] == REGISTRY and line["status"] == "OK" for line in issued)
     assert all(line["request_id"] and len(line["request_sha256"]) == 64 for line in lines)
     text = repr(exchanges)
@@ -117,7 +125,7 @@ def test_the_gateway_logs_one_line_per_exchange_without_personal_data(
 
 def test_a_repeated_request_returns_the_first_answer(stack: Stack) -> None:
     request = sample_request(SAMPLES[0], code_lists())
-    with stack.channel() as channel:
+    with stack.as_officer(SAMPLES[0].unit_code) as channel:
         first = _register(channel, request)
         again = _register(channel, request)
     assert again.name == first.name
@@ -128,7 +136,7 @@ def test_a_registration_succeeds_with_pin_pending_while_the_population_side_is_d
     stack: Stack,
 ) -> None:
     stack.stop("police")
-    with stack.channel() as channel:
+    with stack.as_officer(SAMPLES[1].unit_code) as channel:
         registration = _register(channel, sample_request(SAMPLES[1], code_lists()))
         assert registration.pin_status == birth_registration_pb2.PIN_STATUS_PENDING
         stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
@@ -144,7 +152,7 @@ def test_invalid_input_comes_back_through_the_gateway_with_field_violations(stac
     request = sample_request(SAMPLES[0], code_lists())
     request.birth_registration.child.name.given_name = "AN3"
     request.birth_registration.registration_unit.code = "99999"
-    with stack.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+    with stack.as_officer(SAMPLES[0].unit_code) as channel, pytest.raises(grpc.RpcError) as raised:
         _register(channel, request)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(raised.value)
@@ -296,8 +304,8 @@ def test_a_correction_through_the_gateway_reestablishes_the_pin_with_its_provena
     stack: Stack,
 ) -> None:
     """The registry's correction reaches the population side with the gateway's exchange id."""
-    with stack.channel() as portal:
-        registration = _register(portal, sample_request(SAMPLES[0], code_lists()))
+    with stack.as_officer(SAMPLES[0].unit_code) as officer:
+        registration = _register(officer, sample_request(SAMPLES[0], code_lists()))
     old = registration.personal_identification_number
     correction = citizen_service_pb2.UpdateCitizenRequest(
         request_id=str(uuid.uuid4()),

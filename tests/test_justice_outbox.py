@@ -14,8 +14,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from justice_fixtures import AsUnitOfficers
 from sqlalchemy import select, update
-from stack import Stack, start_stack
+from stack import Stack, as_caller, create_officer, start_stack
 from stack import tls_of as tls_files
 from structlog.testing import capture_logs
 from test_justice_registry import registration, request
@@ -139,7 +140,7 @@ def outbox(sessions, population, clock):
 
 @pytest.fixture
 def registry(sessions, outbox):
-    return BirthRegistry(sessions, outbox, code_lists())
+    return AsUnitOfficers(BirthRegistry(sessions, outbox, code_lists()))
 
 
 def row_of(sessions, name: str) -> BirthRegistrationRow:
@@ -231,7 +232,7 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped(sessions, populat
     outbox = PinOutbox(
         sessions, population, code_lists(), clock=clock, base_delay=0.5, max_delay=4.0
     )
-    registry = BirthRegistry(sessions, outbox, code_lists())
+    registry = AsUnitOfficers(BirthRegistry(sessions, outbox, code_lists()))
     name = registry.register_birth(request()).name
     waits = []
     for attempts in range(1, 9):
@@ -392,7 +393,9 @@ def test_processes_delivering_at_once_never_send_a_registration_twice(
     database_url, sessions, population
 ):
     """Four outboxes on their own connections share 120 due rows: each is sent exactly once."""
-    registry = BirthRegistry(sessions, PinOutbox(sessions, population, code_lists()), code_lists())
+    registry = AsUnitOfficers(
+        BirthRegistry(sessions, PinOutbox(sessions, population, code_lists()), code_lists())
+    )
     names = {registry.register_birth(request()).name for _ in range(120)}
     with sessions.begin() as session:
         session.execute(
@@ -450,7 +453,7 @@ def _all_rows(sessions) -> list[BirthRegistrationRow]:
 def test_the_worker_delivers_in_the_background_and_stops_on_request(sessions, population):
     """Started, it delivers without being asked and logs by name; stopped, its thread ends."""
     outbox = PinOutbox(sessions, population, code_lists(), base_delay=0.05, max_delay=0.2)
-    registry = BirthRegistry(sessions, outbox, code_lists())
+    registry = AsUnitOfficers(BirthRegistry(sessions, outbox, code_lists()))
     names = {registry.register_birth(request()).name for _ in range(3)}
     worker = OutboxWorker(outbox, interval=0.05)
 
@@ -525,6 +528,7 @@ def test_the_served_adapter_delivers_a_pending_pin_when_the_gateway_is_back(pki,
             database_url=f"sqlite:///{tmp_path / 'justice.db'}",
             gateway=gateway_address,
             trusted_callers=frozenset({GATEWAY}),
+            administrators=("admin",),
         )
     )
     adapter.start()
@@ -532,14 +536,21 @@ def test_the_served_adapter_delivers_a_pending_pin_when_the_gateway_is_back(pki,
         with secure_channel(
             f"127.0.0.1:{adapter.port}", tls_files(pki, "gateway-client").read()
         ) as channel:
+            sent = request()
+            unit = sent.birth_registration.registration_unit.code
+            create_officer(channel, "registrar", unit, direct=True)
             stub = service_grpc.BirthRegistrationServiceStub(channel)
-            entered = stub.RegisterBirth(request(), timeout=10).birth_registration
+            entered = stub.RegisterBirth(
+                sent, timeout=10, metadata=as_caller("registrar")
+            ).birth_registration
             assert entered.pin_status == br.PIN_STATUS_PENDING
             fake.failure = None
 
             def issued() -> bool:
                 got = stub.GetBirthRegistration(
-                    service.GetBirthRegistrationRequest(name=entered.name), timeout=10
+                    service.GetBirthRegistrationRequest(name=entered.name),
+                    timeout=10,
+                    metadata=as_caller("registrar"),
                 ).birth_registration
                 return got.personal_identification_number == "001316000042"
 
@@ -565,7 +576,7 @@ def test_births_registered_while_the_population_side_is_down_all_get_their_pin_l
     restart every one is issued within 60 s, each PIN lawful and distinct, each sent once."""
     codes = code_lists()
     stack.stop("police")
-    with stack.channel() as channel:
+    with stack.as_officer(SAMPLES[0].unit_code) as channel:
         stub = service_grpc.BirthRegistrationServiceStub(channel)
         entered = []
         for _ in range(100):

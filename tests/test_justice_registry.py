@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from justice_fixtures import AsUnitOfficers
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
@@ -166,9 +167,11 @@ def issuer():
     return LawfulIssuer()
 
 
-def registry_with(sessions, issuer) -> BirthRegistry:
+def registry_with(sessions, issuer) -> AsUnitOfficers:
     """A registry whose PINs come from ``issuer``, through an outbox on the same database."""
-    return BirthRegistry(sessions, PinOutbox(sessions, issuer, code_lists()), code_lists())
+    return AsUnitOfficers(
+        BirthRegistry(sessions, PinOutbox(sessions, issuer, code_lists()), code_lists())
+    )
 
 
 @pytest.fixture

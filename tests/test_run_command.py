@@ -35,6 +35,7 @@ database_url = "sqlite:///audit.db"
 signing_key = "pki/audit-log.key"
 [gateway.routes]
 "lienthong.civilregistry.v1.BirthRegistrationService" = "127.0.0.1:{justice}"
+"lienthong.civilregistry.v1.OfficerService" = "127.0.0.1:{justice}"
 "lienthong.population.v1.CitizenService" = "127.0.0.1:{police}"
 
 [justice]
@@ -42,6 +43,7 @@ listen = "127.0.0.1:{justice}"
 database_url = "sqlite:///justice.db"
 gateway = "127.0.0.1:{gateway}"
 trusted_callers = ["spiffe://lienthong.local/gateway"]
+administrators = ["admin"]
 [justice.tls]
 ca_certificate = "pki/ca.pem"
 certificate = "pki/justice.pem"
@@ -58,8 +60,8 @@ private_key = "pki/police.key"
 
 [demo.tls]
 ca_certificate = "pki/ca.pem"
-certificate = "pki/officer-portal.pem"
-private_key = "pki/officer-portal.key"
+certificate = "pki/officers/admin.pem"
+private_key = "pki/officers/admin.key"
 """
 
 
@@ -114,8 +116,10 @@ def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_
     gateway_log = (tmp_path / "log" / "gateway.jsonl").read_text(encoding="utf-8").splitlines()
     events = [json.loads(line) for line in gateway_log]
     exchanges = [event for event in events if event["event"] == "exchange"]
-    # Each registration, each PIN request, and the audit checkpoint shown at the end.
-    assert len(exchanges) == len(SAMPLES) + 4 + 1
+    # An account for each sample unit, each registration, each PIN request, and the audit
+    # checkpoint shown at the end.
+    units = {sample.unit_code for sample in SAMPLES}
+    assert len(exchanges) == len(units) + len(SAMPLES) + 4 + 1
     assert {event["status"] for event in exchanges} == {"OK"}
     assert all(isinstance(event["leaf_index"], int) for event in exchanges)
     assert "— lienthong.local/audit " in output  # the signed checkpoint was shown

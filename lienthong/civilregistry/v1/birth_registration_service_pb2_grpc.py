@@ -37,8 +37,8 @@ class BirthRegistrationServiceStub:
     officer registers, amends and reads for its commune; a district officer for its district
     (registrations with a foreign element, and corrections for persons of 14 and over); a
     provincial supervisor reads every registration and statistic of its province and writes
-    nothing; a ministry administrator reads statistics of every locality. A caller without an
-    active account, or outside its scope, gets PERMISSION_DENIED.
+    nothing; a ministry administrator reads every locality and writes nothing. A caller
+    without an active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -91,8 +91,8 @@ class BirthRegistrationServiceServicer:
     officer registers, amends and reads for its commune; a district officer for its district
     (registrations with a foreign element, and corrections for persons of 14 and over); a
     provincial supervisor reads every registration and statistic of its province and writes
-    nothing; a ministry administrator reads statistics of every locality. A caller without an
-    active account, or outside its scope, gets PERMISSION_DENIED.
+    nothing; a ministry administrator reads every locality and writes nothing. A caller
+    without an active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     def RegisterBirth(self, request, context):
@@ -219,8 +219,8 @@ class BirthRegistrationService:
     officer registers, amends and reads for its commune; a district officer for its district
     (registrations with a foreign element, and corrections for persons of 14 and over); a
     provincial supervisor reads every registration and statistic of its province and writes
-    nothing; a ministry administrator reads statistics of every locality. A caller without an
-    active account, or outside its scope, gets PERMISSION_DENIED.
+    nothing; a ministry administrator reads every locality and writes nothing. A caller
+    without an active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     @staticmethod

@@ -38,8 +38,8 @@ class BirthRegistrationServiceStub:
     officer registers, amends and reads for its commune; a district officer for its district
     (registrations with a foreign element, and corrections for persons of 14 and over); a
     provincial supervisor reads every registration and statistic of its province and writes
-    nothing; a ministry administrator reads statistics of every locality. A caller without an
-    active account, or outside its scope, gets PERMISSION_DENIED.
+    nothing; a ministry administrator reads every locality and writes nothing. A caller
+    without an active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     @_typing.overload
@@ -107,8 +107,8 @@ class BirthRegistrationServiceAsyncStub(BirthRegistrationServiceStub):
     officer registers, amends and reads for its commune; a district officer for its district
     (registrations with a foreign element, and corrections for persons of 14 and over); a
     provincial supervisor reads every registration and statistic of its province and writes
-    nothing; a ministry administrator reads statistics of every locality. A caller without an
-    active account, or outside its scope, gets PERMISSION_DENIED.
+    nothing; a ministry administrator reads every locality and writes nothing. A caller
+    without an active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -172,8 +172,8 @@ class BirthRegistrationServiceServicer(metaclass=_abc_1.ABCMeta):
     officer registers, amends and reads for its commune; a district officer for its district
     (registrations with a foreign element, and corrections for persons of 14 and over); a
     provincial supervisor reads every registration and statistic of its province and writes
-    nothing; a ministry administrator reads statistics of every locality. A caller without an
-    active account, or outside its scope, gets PERMISSION_DENIED.
+    nothing; a ministry administrator reads every locality and writes nothing. A caller
+    without an active account, or outside its scope, gets PERMISSION_DENIED.
     """
 
     @_abc_1.abstractmethod
