@@ -159,7 +159,9 @@ class Stack:
         self.police.stop(grace=None).wait()
 
 
-def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack:
+def start_stack(
+    pki: DevPki, directory: Path, *, policy: Path = POLICY, grace_window_hours: float = 24.0
+) -> Stack:
     gateway_port, justice_port, police_port = free_port(), free_port(), free_port()
     gateway_address = f"127.0.0.1:{gateway_port}"
     justice_address = f"127.0.0.1:{justice_port}"
@@ -171,6 +173,7 @@ def start_stack(pki: DevPki, directory: Path, *, policy: Path = POLICY) -> Stack
     justice_config = JusticeConfig(
         justice_address, tls_of(pki, "justice"), f"sqlite:///{directory / 'justice.db'}",
         gateway_address, trusted, administrators=(BOOTSTRAP_ADMINISTRATOR,),
+        grace_window_hours=grace_window_hours,
     )  # fmt: skip
     police, _ = create_police(police_config)
     justice = create_adapter(justice_config)
