@@ -127,6 +127,12 @@ class BirthRegistry:
         """The registration named ``name``, within ``officer``'s reach; NotFound when none."""
         if not NAME_REGEX.fullmatch(name):
             raise InvalidArgument([FieldViolation("name", f"must be {NAME_PATTERN}")])
+        # Whether it exists is itself outside the reach of an officer of another locality.
+        unit = unit_of_code(self._codes, name.removeprefix("birthRegistrations/").split("-")[0])
+        if unit is not None and not officer.sees(
+            Locality(unit.code, unit.province_code, unit.district_code)
+        ):
+            raise out_of_scope(officer, name)
         with self._sessions() as session:
             row = session.scalars(
                 select(BirthRegistrationRow).where(BirthRegistrationRow.name == name)
