@@ -20,8 +20,8 @@ from the change's own, so a retry after a crash is answered as the first call wa
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -36,24 +36,14 @@ from justice_adapter.models import (
     RegistrationChangeRow,
     to_message,
 )
-from justice_adapter.outbox import (
-    DEFAULT_BATCH,
-    DEFAULT_CALL_TIMEOUT,
-    DEFAULT_LEASE,
-    MIN_CALL_SECONDS,
-    PIN_DOES_NOT_FIT,
-    Clock,
-    backoff_delay,
-    utc_now,
-)
+from justice_adapter.outbox import PIN_DOES_NOT_FIT, LeasedOutbox, backoff_delay
 from justice_adapter.pin_requests import CitizenUpdate, CitizenUpdater, PinRejected, pin_fits
 from lienthong.errors import Unavailable
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.orm import Session
 
     from lienthong.civilregistry.v1 import birth_registration_pb2 as br
-    from lienthong.reference import CodeLists
 
 log = structlog.get_logger(__name__)
 
@@ -93,53 +83,11 @@ class _Outcome:
     definitive: bool = False
 
 
-class ChangeOutbox:
+class ChangeOutbox(LeasedOutbox[CitizenUpdater, _Claim]):
     """Delivers pending changes to the population database and records their outcomes."""
 
-    def __init__(  # noqa: PLR0913 - the collaborators, then the tuning, all keyword-only
-        self,
-        sessions: sessionmaker[Session],
-        updater: CitizenUpdater,
-        codes: CodeLists,
-        *,
-        clock: Clock = utc_now,
-        base_delay: float = 0.5,
-        max_delay: float = 30.0,
-        lease: float = DEFAULT_LEASE,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
-    ) -> None:
-        """As PinOutbox: delays in seconds, ``lease`` longer than ``call_timeout``."""
-        if not 0 < base_delay <= max_delay:
-            raise ValueError("delays must satisfy 0 < base_delay <= max_delay")
-        if not MIN_CALL_SECONDS <= call_timeout <= lease:
-            raise ValueError("a call must fit in the lease")
-        self._sessions = sessions
-        self._updater = updater
-        self._codes = codes
-        self._clock = clock
-        self._base_delay = base_delay
-        self._max_delay = max_delay
-        self._lease = dt.timedelta(seconds=lease)
-        self._call_timeout = call_timeout
-
-    def now(self) -> dt.datetime:
-        """The time by the outbox's clock, when a new change falls due."""
-        return self._clock()
-
-    def deliver_due(
-        self, limit: int = DEFAULT_BATCH, *, stop: threading.Event | None = None
-    ) -> int:
-        """Send up to ``limit`` due changes; the number delivered."""
-        claims = self._claim(limit)
-        delivered = 0
-        for index, claim in enumerate(claims):
-            left = (claim.lease_end - self._clock()).total_seconds()
-            if (stop is not None and stop.is_set()) or left < MIN_CALL_SECONDS:
-                self._release(claims[index:])
-                break
-            outcome = self._call(claim, timeout=min(self._call_timeout, left))
-            delivered += self._record(claim, outcome) == Delivery.DELIVERED
-        return delivered
+    def _deliver(self, claim: _Claim, *, timeout: float) -> bool:
+        return self._record(claim, self._call(claim, timeout=timeout)) == Delivery.DELIVERED
 
     def deliver(self, change_id: int) -> None:
         """Send change ``change_id`` now if it is due and no other process holds it."""
@@ -147,6 +95,7 @@ class ChangeOutbox:
             self._record(claim, self._call(claim, timeout=self._call_timeout))
 
     def _claim(self, limit: int, change_id: int | None = None) -> list[_Claim]:
+        """Take up to ``limit`` due changes (or change ``change_id``) for one lease."""
         with self._sessions.begin() as session:
             now = self._clock()
             lease_end = now + self._lease
@@ -179,7 +128,7 @@ class ChangeOutbox:
                 )
             return claims
 
-    def _release(self, claims: list[_Claim]) -> None:
+    def _release(self, claims: Sequence[_Claim]) -> None:
         with self._sessions.begin() as session:
             for claim in claims:
                 change = session.get_one(RegistrationChangeRow, claim.change_id)
@@ -191,7 +140,7 @@ class ChangeOutbox:
 
     def _call(self, claim: _Claim, *, timeout: float) -> _Outcome:
         try:
-            update = self._updater.update(
+            update = self._sender.update(
                 claim.registration,
                 pin=claim.pin,
                 paths=claim.paths,

@@ -33,7 +33,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import grpc
 import structlog
@@ -82,6 +82,19 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class _Leased(Protocol):
+    """A claim: held by this process until its lease ends."""
+
+    @property
+    def lease_end(self) -> dt.datetime:
+        """When other processes may claim the entry again."""
+        ...
+
+
+SenderT = TypeVar("SenderT")
+ClaimT = TypeVar("ClaimT", bound=_Leased)
+
+
 @dataclass(frozen=True)
 class _Claim:
     """A due registration this process holds until ``lease_end``."""
@@ -100,13 +113,17 @@ class _Outcome:
     definitive: bool = False
 
 
-class PinOutbox:
-    """Delivers the PIN requests of pending registrations and records their outcomes."""
+class LeasedOutbox(Generic[SenderT, ClaimT]):
+    """What both outboxes share: a sender, a clock, leases and backoff, one delivery loop.
+
+    A subclass claims due entries (``_claim``), gives back those it did not send
+    (``_release``), and sends and records one (``_deliver``, True when delivered).
+    """
 
     def __init__(  # noqa: PLR0913 - the collaborators, then the tuning, all keyword-only
         self,
         sessions: sessionmaker[Session],
-        issuer: PinIssuer,
+        sender: SenderT,
         codes: CodeLists,
         *,
         clock: Clock = utc_now,
@@ -115,20 +132,20 @@ class PinOutbox:
         lease: float = DEFAULT_LEASE,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
-        """Send through ``issuer``, check PINs with ``codes``; delays are in seconds.
+        """Send through ``sender``, check PINs with ``codes``; delays are in seconds.
 
         After a transient failure the next attempt waits ``base_delay * 2**attempts`` (the
         attempts made before), at most ``max_delay``, jittered down by up to half so that
-        registrations failed together are not retried together. ``lease`` is how long a
-        claim keeps other processes off a row; a call may take ``call_timeout``, never more
-        than the lease left.
+        entries failed together are not retried together. ``lease`` is how long a claim
+        keeps other processes off a row; a call may take ``call_timeout``, never more than
+        the lease left.
         """
         if not 0 < base_delay <= max_delay:
             raise ValueError("delays must satisfy 0 < base_delay <= max_delay")
         if not MIN_CALL_SECONDS <= call_timeout <= lease:
             raise ValueError("a call must fit in the lease")
         self._sessions = sessions
-        self._issuer = issuer
+        self._sender = sender
         self._codes = codes
         self._clock = clock
         self._base_delay = base_delay
@@ -137,7 +154,7 @@ class PinOutbox:
         self._call_timeout = call_timeout
 
     def now(self) -> dt.datetime:
-        """The time by the outbox's clock, when a new pending registration falls due."""
+        """The time by the outbox's clock, when a new entry falls due."""
         return self._clock()
 
     def retry_delay(self, attempts: int) -> float:
@@ -147,10 +164,10 @@ class PinOutbox:
     def deliver_due(
         self, limit: int = DEFAULT_BATCH, *, stop: threading.Event | None = None
     ) -> int:
-        """Send the PIN requests of up to ``limit`` due registrations; the number of PINs stored.
+        """Send up to ``limit`` due entries; the number delivered.
 
-        When ``stop`` is set, the batch ends before its next call and the registrations not
-        yet sent are due again at once, for this process or another.
+        When ``stop`` is set, the batch ends before its next call and the entries not yet
+        sent are due again at once, for this process or another.
         """
         claims = self._claim(limit)
         delivered = 0
@@ -159,10 +176,26 @@ class PinOutbox:
             if (stop is not None and stop.is_set()) or left < MIN_CALL_SECONDS:
                 self._release(claims[index:])
                 break
-            outcome = self._call(claim, timeout=min(self._call_timeout, left))
-            self._record(claim, outcome)
-            delivered += outcome.pin is not None
+            delivered += self._deliver(claim, timeout=min(self._call_timeout, left))
         return delivered
+
+    def _claim(self, limit: int) -> list[ClaimT]:
+        raise NotImplementedError
+
+    def _release(self, claims: Sequence[ClaimT]) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, claim: ClaimT, *, timeout: float) -> bool:
+        raise NotImplementedError
+
+
+class PinOutbox(LeasedOutbox[PinIssuer, _Claim]):
+    """Delivers the PIN requests of pending registrations and records their outcomes."""
+
+    def _deliver(self, claim: _Claim, *, timeout: float) -> bool:
+        outcome = self._call(claim, timeout=timeout)
+        self._record(claim, outcome)
+        return outcome.pin is not None
 
     def deliver(self, name: str) -> br.BirthRegistration:
         """Send the PIN request of registration ``name`` now; return the registration as stored.
@@ -170,7 +203,7 @@ class PinOutbox:
         Nothing is sent when the request is not due or another process holds it: the
         registration is returned as it stands, and that process or the worker delivers it.
         """
-        claims = self._claim(1, BirthRegistrationRow.name == name)
+        claims = self._claim_where(1, BirthRegistrationRow.name == name)
         if not claims:
             with self._sessions() as session:
                 row = session.scalars(
@@ -180,7 +213,10 @@ class PinOutbox:
         (claim,) = claims
         return self._record(claim, self._call(claim, timeout=self._call_timeout))
 
-    def _claim(self, limit: int, *where: ColumnElement[bool]) -> list[_Claim]:
+    def _claim(self, limit: int) -> list[_Claim]:
+        return self._claim_where(limit)
+
+    def _claim_where(self, limit: int, *where: ColumnElement[bool]) -> list[_Claim]:
         """Take up to ``limit`` due rows for one lease, in one short transaction."""
         with self._sessions.begin() as session:
             now = self._clock()
@@ -220,7 +256,7 @@ class PinOutbox:
         """Ask for the PIN; no transaction is open meanwhile."""
         registration = claim.registration
         try:
-            value = self._issuer.issue(registration, claim.request_id, timeout=timeout)
+            value = self._sender.issue(registration, claim.request_id, timeout=timeout)
         except Unavailable as error:
             return _Outcome(code=_code_name(error))
         except PinRejected as rejected:
