@@ -7,13 +7,14 @@ use the same samples. The people are invented.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from certs.pki import issue_officer_certificate, load_pki
-from lienthong import metadata, pin
+from lienthong import metadata, pin, validation
 from lienthong.calendar.v1 import date_pb2
 from lienthong.civilregistry.v1 import (
     birth_registration_pb2,
@@ -301,7 +302,41 @@ def format_table(
             registration.personal_identification_number or "-",
             ("yes" if pin_matches(registration, codes) else "NO") if has_pin else "-",
         ))  # fmt: skip
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return _columns(rows)
+
+
+def statistics_table(channel: grpc.Channel, codes: CodeLists) -> str:
+    """Today's registrations per province as the pilot reported them, asked of the registry."""
+    today = validation.today()
+    day = date_pb2.Date(year=today.year, month=today.month, day=today.day)
+    stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
+    response = stub.GetRegistrationStatistics(
+        birth_registration_service_pb2.GetRegistrationStatisticsRequest(
+            registered_from=day, registered_to=day
+        ),
+        timeout=10,
+        metadata=((metadata.PURPOSE, "civil-status-supervision"),),
+    )
+    rows = [
+        (
+            "locality", "registrations", "PIN issued", "no PIN: foreign",
+            "no PIN: re-registration", "PIN pending", "officer accounts", "units",
+        )
+    ]  # fmt: skip
+    for row in [*response.rows, response.total]:
+        province = codes.unit(Level.PROVINCE, row.unit_code)
+        rows.append((
+            f"{row.unit_code} {province.name}" if province else "total",
+            str(row.registrations), str(row.pins_issued), str(row.not_applicable_foreign),
+            str(row.not_applicable_re_registration), str(row.pins_pending),
+            str(row.officer_accounts), str(row.units),
+        ))  # fmt: skip
+    return _columns(rows)
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned text columns, the first one a header underlined."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows

@@ -16,7 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certs.pki import init_dev_pki
 from lienthong.config import StackConfig
-from lienthong.demo import format_table, latest_checkpoint, register_samples
+from lienthong.demo import (
+    format_table,
+    latest_checkpoint,
+    register_samples,
+    statistics_table,
+)
 from lienthong.reference import code_lists
 from lienthong.tls import TlsMaterial, secure_channel
 
@@ -52,8 +57,13 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
             config.gateway.listen, config.demo_tls, config.pki_directory, code_lists()
         )
         with secure_channel(config.gateway.listen, client_tls) as channel:
+            statistics = statistics_table(channel, code_lists())
             checkpoint = latest_checkpoint(channel)
         out.write(format_table(registrations, code_lists()) + "\n\n")
+        out.write(
+            "Today's registrations as the pilot reported them, asked by the ministry "
+            "administrator:\n\n" + statistics + "\n\n"
+        )
         out.write(
             "Every exchange is in the audit log; its latest checkpoint, signed by the gateway "
             "(verify with `lienthong audit verify`):\n\n" + checkpoint + "\n"

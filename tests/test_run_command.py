@@ -116,10 +116,12 @@ def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_
     gateway_log = (tmp_path / "log" / "gateway.jsonl").read_text(encoding="utf-8").splitlines()
     events = [json.loads(line) for line in gateway_log]
     exchanges = [event for event in events if event["event"] == "exchange"]
-    # An account for each sample unit, each registration, each PIN request, and the audit
-    # checkpoint shown at the end.
+    # An account for each sample unit, each registration, each PIN request, the statistics
+    # and the audit checkpoint shown at the end.
     units = {sample.unit_code for sample in SAMPLES}
-    assert len(exchanges) == len(units) + len(SAMPLES) + 4 + 1
+    assert len(exchanges) == len(units) + len(SAMPLES) + 4 + 1 + 1
+    total = next(line for line in output.splitlines() if line.startswith("total "))
+    assert total.split()[1:6] == [str(len(SAMPLES)), "4", "1", "1", "0"]
     assert {event["status"] for event in exchanges} == {"OK"}
     assert all(isinstance(event["leaf_index"], int) for event in exchanges)
     assert "— lienthong.local/audit " in output  # the signed checkpoint was shown
