@@ -102,8 +102,14 @@ class OfficerDirectory:
             try:
                 with self._sessions.begin() as session:
                     exists = session.scalars(
-                        select(OfficerRow.id).where(OfficerRow.officer_id == officer_id)
+                        select(OfficerRow).where(OfficerRow.officer_id == officer_id)
                     ).first()
+                    if exists is not None and (
+                        exists.role != MINISTRY_ADMINISTRATOR
+                        or exists.state != officer_pb2.OFFICER_STATE_ACTIVE
+                    ):
+                        # The configuration does not override an account: say so, once a start.
+                        log.warning("administrator_not_active", officer=f"officers/{officer_id}")
                     if exists is None:
                         session.add(
                             self._new_row(officer_id, name, MINISTRY_ADMINISTRATOR, None, None)
@@ -149,6 +155,11 @@ class OfficerDirectory:
 
     def get(self, name: str, caller: Officer) -> officer_pb2.Officer:
         """One account: one's own, or one within a supervisor's or administrator's reach."""
+        if caller.role not in (MINISTRY_ADMINISTRATOR, PROVINCIAL_SUPERVISOR) and (
+            name != caller.resource_name
+        ):
+            # Not even whether the account exists: a registrar reads only its own.
+            raise out_of_scope(caller, "another officer's account")
         with self._sessions() as session:
             row = self._row(session, name)
             self._require_reader(caller, row)

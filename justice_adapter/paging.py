@@ -12,6 +12,8 @@ from lienthong import validation
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# The largest id an INTEGER column holds on PostgreSQL: a token past it names no row.
+MAX_ROW_ID = 2**31 - 1
 
 
 def page_size(v: validation.Violations, requested: int) -> int:
@@ -35,7 +37,7 @@ def decode_page_token(v: validation.Violations, token: str) -> int:
         last_id = int(base64.urlsafe_b64decode(padded).decode("ascii"))
     except ValueError:
         last_id = 0
-    if last_id <= 0 or encode_page_token(last_id) != token:
+    if not 0 < last_id <= MAX_ROW_ID or encode_page_token(last_id) != token:
         v.add("page_token", "is not a page token of this list")
         return 0
     return last_id
