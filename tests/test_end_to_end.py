@@ -1,5 +1,5 @@
-"""A birth registration through the real path: officer portal -> gateway -> Justice adapter
--> gateway -> Police adapter, all over mutual TLS on loopback."""
+"""A birth registration through the real path: officer (own certificate) -> gateway -> Justice
+adapter -> gateway -> Police adapter, all over mutual TLS on loopback."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def test_invalid_input_comes_back_through_the_gateway_with_field_violations(stac
 def test_a_method_the_policy_does_not_grant_is_denied_and_logged(
     stack: Stack, exchanges: list[dict]
 ) -> None:
-    """The officers' portal may register births but not ask for a PIN itself."""
+    """The officers' portal, granted only the audit log, may not ask for a PIN."""
     with stack.channel("officer-portal") as channel, pytest.raises(grpc.RpcError) as raised:
         citizen_service_pb2_grpc.CitizenServiceStub(channel).IssuePersonalIdentificationNumber(
             issue_request(), timeout=10
