@@ -155,6 +155,7 @@ class OfficerDirectory:
 
     def get(self, name: str, caller: Officer) -> officer_pb2.Officer:
         """One account: one's own, or one within a supervisor's or administrator's reach."""
+        _officer_id_of(name)  # a malformed name is INVALID_ARGUMENT for everyone
         if caller.role not in (MINISTRY_ADMINISTRATOR, PROVINCIAL_SUPERVISOR) and (
             name != caller.resource_name
         ):
@@ -287,11 +288,8 @@ class OfficerDirectory:
         return _message(row)
 
     def _row(self, session: Session, name: str) -> OfficerRow:
-        match = _NAME.fullmatch(name)
-        if match is None:
-            raise InvalidArgument([FieldViolation("name", "must be officers/{officer_id}")])
         row = session.scalars(
-            select(OfficerRow).where(OfficerRow.officer_id == match.group(1))
+            select(OfficerRow).where(OfficerRow.officer_id == _officer_id_of(name))
         ).one_or_none()
         if row is None:
             raise NotFound(f"{name} does not exist")
@@ -312,6 +310,13 @@ class OfficerDirectory:
             v.add("unit_code", "must be a province, district or commune code of the list")
             return None
         return Locality(unit.code, unit.province_code, unit.district_code)
+
+
+def _officer_id_of(name: str) -> str:
+    match = _NAME.fullmatch(name)
+    if match is None:
+        raise InvalidArgument([FieldViolation("name", "must be officers/{officer_id}")])
+    return match.group(1)
 
 
 def _within(unit_code: str) -> ColumnElement[bool]:
