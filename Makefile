@@ -7,10 +7,23 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 export GRPC_VERBOSITY ?= ERROR
 
-.PHONY: run test lint check contracts baseline clean
+.PHONY: run run-postgres replay test lint check contracts baseline clean
 
 run: $(PY_STAMP)
 	$(BIN)/lienthong run --config config/dev.toml
+
+# The same stack with PostgreSQL for all three databases (created if missing), as in
+# production: the server at $(POSTGRES), overridable.
+POSTGRES ?= postgresql+psycopg://postgres@127.0.0.1:5432
+run-postgres: $(PY_STAMP)
+	LIENTHONG__JUSTICE__DATABASE_URL=$(POSTGRES)/lienthong_justice \
+	LIENTHONG__POLICE__DATABASE_URL=$(POSTGRES)/lienthong_police \
+	LIENTHONG__GATEWAY__AUDIT__DATABASE_URL=$(POSTGRES)/lienthong_audit \
+	$(BIN)/lienthong run --config config/dev.toml
+
+# With `make run` (or run-postgres) going in another terminal: the 2016 pilot replayed.
+replay: $(PY_STAMP)
+	$(BIN)/lienthong replay --config config/dev.toml
 
 test: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .

@@ -23,7 +23,7 @@ from gateway.revocation import CrlSet
 from gateway.upstream_health import UpstreamHealth
 from lienthong.config import GatewayConfig
 from lienthong.contracts import Method, methods
-from lienthong.db import make_engine
+from lienthong.db import ensure_database, make_engine
 from lienthong.gateway.v1 import audit_service_pb2
 from lienthong.serving import serve_until_signalled
 from lienthong.signed_note import load_signer
@@ -102,6 +102,7 @@ def create_gateway(
     )
     metrics = GatewayMetrics()
     signer = load_signer(config.audit.origin, config.audit.signing_key.read_bytes())
+    ensure_database(config.audit.database_url)
     audit = AuditLog(make_engine(config.audit.database_url), signer)
     audit_service = audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"]
     gatekeeper = Gatekeeper(

@@ -30,7 +30,7 @@ from lienthong.civilregistry.v1 import (
     officer_service_pb2,
     officer_service_pb2_grpc,
 )
-from lienthong.db import make_engine, session_factory
+from lienthong.db import ensure_database, make_engine, session_factory
 from lienthong.grpc_server import EdgeInterceptor, add_health_and_reflection, build_server
 from lienthong.reference import code_lists
 from lienthong.serving import serve_until_signalled
@@ -90,6 +90,7 @@ def create_adapter(config: JusticeConfig) -> JusticeAdapter:
     The database schema is created if missing. ``JusticeAdapter.stop`` (or ``close``, once
     the server has stopped) releases the engine and the gateway channel.
     """
+    ensure_database(config.database_url)
     engine = make_engine(config.database_url)
     tls = config.tls.read()
     # The adapter's certificate is also its client certificate towards the gateway.

@@ -82,6 +82,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_argument(demo)
     demo.set_defaults(handler=_demo)
+
+    statistics = commands.add_parser(
+        "statistics",
+        help="today's registration statistics per locality, as the ministry administrator",
+    )
+    statistics.add_argument(
+        "unit_codes", nargs="*", help="province, district or commune codes (default: all)"
+    )
+    _config_argument(statistics)
+    statistics.set_defaults(handler=_statistics)
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay the 2016 pilot through a running stack and compare with its figures",
+    )
+    replay.add_argument(
+        "--count", type=int, default=88_982, help="registrations to send (default: the pilot's)"
+    )
+    replay.add_argument(
+        "--concurrency", type=int, default=64, help="calls in flight at once (default 64)"
+    )
+    replay.add_argument(
+        "--seed", type=int, default=2016, help="another seed registers other people (default 2016)"
+    )
+    _config_argument(replay)
+    replay.set_defaults(handler=_replay)
     return parser
 
 
@@ -241,6 +267,59 @@ def _demo(_arguments: argparse.Namespace, config: StackConfig) -> int:
     )
     sys.stdout.write(format_table(registrations, code_lists()) + "\n")
     return 0
+
+
+def _statistics(arguments: argparse.Namespace, config: StackConfig) -> int:
+    from lienthong.demo import columns, statistics_of  # noqa: PLC0415
+    from lienthong.tls import secure_channel  # noqa: PLC0415
+
+    with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
+        response = statistics_of(channel, arguments.unit_codes)
+    header = (
+        "locality", "registrations", "PIN issued", "no PIN: foreign", "no PIN: re-registration",
+        "PIN pending", "officer accounts", "units",
+    )  # fmt: skip
+    rows = [
+        (
+            row.unit_code or "total", str(row.registrations), str(row.pins_issued),
+            str(row.not_applicable_foreign), str(row.not_applicable_re_registration),
+            str(row.pins_pending), str(row.officer_accounts), str(row.units),
+        )
+        for row in [*response.rows, response.total]
+    ]  # fmt: skip
+    sys.stdout.write(columns([header, *rows]) + "\n")
+    return 0
+
+
+def _replay(arguments: argparse.Namespace, config: StackConfig) -> int:
+    from lienthong import replay  # noqa: PLC0415 - only this command needs it
+    from lienthong.demo import statistics_of  # noqa: PLC0415
+    from lienthong.reference import code_lists  # noqa: PLC0415
+    from lienthong.tls import secure_channel  # noqa: PLC0415
+
+    codes = code_lists()
+    with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
+        before = statistics_of(channel, replay.LOCALITIES)
+    outcome = replay.replay(
+        config.gateway.listen,
+        config.demo_tls,
+        config.pki_directory,
+        codes,
+        count=arguments.count,
+        concurrency=arguments.concurrency,
+        seed=arguments.seed,
+    )
+    with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
+        left = replay.wait_for_pins(channel)
+        after = statistics_of(channel, replay.LOCALITIES)
+    rate = outcome.sent / outcome.seconds if outcome.seconds else 0.0
+    sys.stdout.write(
+        f"Replayed {outcome.sent} registrations in {outcome.seconds:.1f} s ({rate:,.0f}/s); "
+        f"answers: {dict(outcome.codes)}; PIN status on answer: {dict(outcome.pin_status)}; "
+        f"still pending now: {left}\n\n"
+    )
+    sys.stdout.write(replay.comparison_table(before, after, codes) + "\n")
+    return 0 if set(outcome.codes) == {"OK"} and left == 0 else 1
 
 
 if __name__ == "__main__":

@@ -2,11 +2,19 @@
 
 Relative paths in the file are taken relative to the file's directory. Every service section
 is validated when it is loaded, with errors that name the key.
+
+Environment variables override the file: ``LIENTHONG__JUSTICE__DATABASE_URL`` sets
+``[justice] database_url``, ``LIENTHONG__GATEWAY__AUDIT__DATABASE_URL`` sets
+``[gateway.audit] database_url`` (two underscores between the parts; the value is read as a
+TOML value when it is one, as text otherwise). Containers and secrets managers can then
+supply what differs between machines without another file.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,14 +189,42 @@ class _Section:
         )
 
 
-def load_config(path: Path) -> StackConfig:
-    """Read and validate the configuration file at ``path``."""
+ENVIRONMENT_PREFIX = "LIENTHONG__"
+
+
+def apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` with every ``LIENTHONG__SECTION__KEY`` variable of ``environ`` applied."""
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENVIRONMENT_PREFIX):
+            continue
+        path = [part.lower() for part in name.removeprefix(ENVIRONMENT_PREFIX).split("__")]
+        if not all(path):
+            raise ConfigError(f"{name}: empty part in the variable's name")
+        table = data
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{name}: {part} is not a table in the configuration")
+        table[path[-1]] = _value(text)
+    return data
+
+
+def _value(text: str) -> object:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackConfig:
+    """Read and validate the configuration file at ``path``, with environment overrides."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: {error}") from None
+    data = apply_environment(data, os.environ if environ is None else environ)
     root = _Section(data, "", path.resolve().parent)
     gateway, justice, police = root.sub("gateway"), root.sub("justice"), root.sub("police")
     routes = gateway.sub("routes").data

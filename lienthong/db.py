@@ -6,7 +6,36 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database ``url`` names if it does not exist yet.
+
+    Connects to the server's ``postgres`` maintenance database with the same credentials;
+    the role must be allowed to create databases. SQLite files are created on first use and
+    need nothing here.
+    """
+    parsed = make_url(url)
+    if not parsed.get_backend_name().startswith("postgresql") or not parsed.database:
+        return
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.exec_driver_sql(
+                "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": parsed.database}
+            ).first()
+            if exists is None:
+                name = parsed.database.replace('"', '""')
+                try:
+                    connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                except ProgrammingError as error:
+                    # Another service creating the same database at the same moment won.
+                    if "already exists" not in str(error.orig):
+                        raise
+    finally:
+        admin.dispose()
 
 
 def make_engine(url: str) -> Engine:

@@ -27,7 +27,7 @@ from lienthong.civilregistry.v1 import (
 from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
 from lienthong.person.v1 import ethnicity_pb2, nationality_pb2, person_name_pb2, sex_pb2
 from lienthong.place.v1 import administrative_unit_pb2, place_pb2
-from lienthong.reference import CodeLists, Level
+from lienthong.reference import CodeLists, Level, Unit
 from lienthong.tls import TlsFiles, secure_channel
 
 FIRST = birth_registration_pb2.REGISTRATION_PROCEDURE_FIRST_REGISTRATION
@@ -189,37 +189,47 @@ def register_samples(
 
 def enrol_officers(channel: grpc.Channel, codes: CodeLists) -> dict[str, str]:
     """Create (once) an officer account for each sample unit; officer ids by unit code."""
-    stub = officer_service_pb2_grpc.OfficerServiceStub(channel)
     officers = {}
     for unit_code, level in sorted({(s.unit_code, s.unit_level) for s in SAMPLES}):
-        officer_id = f"demo-{unit_code}"
-        role = (
-            officer_pb2.OFFICER_ROLE_COMMUNE_OFFICER
-            if level == COMMUNE
-            else officer_pb2.OFFICER_ROLE_DISTRICT_OFFICER
-        )
-        if codes.unit(Level(level), unit_code) is None:
+        unit = codes.unit(Level(level), unit_code)
+        if unit is None:
             raise ValueError(f"no unit {unit_code}")
-        request = officer_service_pb2.CreateOfficerRequest(
-            # The same request each time, so that a second run gets the first answer.
-            request_id=str(uuid.uuid5(_DEMO_NAMESPACE, officer_id)),
-            officer_id=officer_id,
-            officer=officer_pb2.Officer(
-                display_name=_name("LÊ", "VĂN", "HỘ"),
-                unit=administrative_unit_pb2.AdministrativeUnit(level=level, code=unit_code),
-                role=role,
-            ),
-        )
-        stub.CreateOfficer(
-            request,
-            timeout=10,
-            metadata=(
-                (metadata.REQUEST_ID, request.request_id),
-                (metadata.PURPOSE, "account-management"),
-            ),
-        )
-        officers[unit_code] = officer_id
+        officers[unit_code] = create_officer(channel, f"demo-{unit_code}", unit)
     return officers
+
+
+def create_officer(channel: grpc.Channel, officer_id: str, unit: Unit) -> str:
+    """Create (once) the account ``officer_id``: a commune or district officer of ``unit``.
+
+    The request id is derived from the officer id, so that creating it again gets the first
+    answer. Returns ``officer_id``.
+    """
+    role = (
+        officer_pb2.OFFICER_ROLE_COMMUNE_OFFICER
+        if unit.level == Level.COMMUNE
+        else officer_pb2.OFFICER_ROLE_DISTRICT_OFFICER
+    )
+    request = officer_service_pb2.CreateOfficerRequest(
+        request_id=str(uuid.uuid5(_DEMO_NAMESPACE, officer_id)),
+        officer_id=officer_id,
+        officer=officer_pb2.Officer(
+            display_name=_name("LÊ", "VĂN", "HỘ"),
+            unit=administrative_unit_pb2.AdministrativeUnit(
+                level=administrative_unit_pb2.AdministrativeLevel.ValueType(unit.level),
+                code=unit.code,
+            ),
+            role=role,
+        ),
+    )
+    officer_service_pb2_grpc.OfficerServiceStub(channel).CreateOfficer(
+        request,
+        timeout=10,
+        metadata=(
+            (metadata.REQUEST_ID, request.request_id),
+            (metadata.PURPOSE, "account-management"),
+        ),
+    )
+    return officer_id
 
 
 def register(
@@ -302,21 +312,28 @@ def format_table(
             registration.personal_identification_number or "-",
             ("yes" if pin_matches(registration, codes) else "NO") if has_pin else "-",
         ))  # fmt: skip
-    return _columns(rows)
+    return columns(rows)
+
+
+def statistics_of(
+    channel: grpc.Channel, unit_codes: Sequence[str] = ()
+) -> birth_registration_service_pb2.GetRegistrationStatisticsResponse:
+    """Today's statistics of ``unit_codes`` (every province in reach when empty)."""
+    day = validation.today()
+    date = date_pb2.Date(year=day.year, month=day.month, day=day.day)
+    stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
+    return stub.GetRegistrationStatistics(
+        birth_registration_service_pb2.GetRegistrationStatisticsRequest(
+            unit_codes=unit_codes, registered_from=date, registered_to=date
+        ),
+        timeout=30,
+        metadata=((metadata.PURPOSE, "civil-status-supervision"),),
+    )
 
 
 def statistics_table(channel: grpc.Channel, codes: CodeLists) -> str:
     """Today's registrations per province as the pilot reported them, asked of the registry."""
-    today = validation.today()
-    day = date_pb2.Date(year=today.year, month=today.month, day=today.day)
-    stub = birth_registration_service_pb2_grpc.BirthRegistrationServiceStub(channel)
-    response = stub.GetRegistrationStatistics(
-        birth_registration_service_pb2.GetRegistrationStatisticsRequest(
-            registered_from=day, registered_to=day
-        ),
-        timeout=10,
-        metadata=((metadata.PURPOSE, "civil-status-supervision"),),
-    )
+    response = statistics_of(channel)
     rows = [
         (
             "locality", "registrations", "PIN issued", "no PIN: foreign",
@@ -331,10 +348,10 @@ def statistics_table(channel: grpc.Channel, codes: CodeLists) -> str:
             str(row.not_applicable_re_registration), str(row.pins_pending),
             str(row.officer_accounts), str(row.units),
         ))  # fmt: skip
-    return _columns(rows)
+    return columns(rows)
 
 
-def _columns(rows: Sequence[Sequence[str]]) -> str:
+def columns(rows: Sequence[Sequence[str]]) -> str:
     """Rows as left-aligned text columns, the first one a header underlined."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [

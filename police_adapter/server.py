@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from lienthong.config import PoliceConfig
-from lienthong.db import make_engine, session_factory
+from lienthong.db import ensure_database, make_engine, session_factory
 from lienthong.grpc_server import EdgeInterceptor, add_health_and_reflection, build_server
 from lienthong.population.v1 import citizen_service_pb2, citizen_service_pb2_grpc
 from lienthong.reference import code_lists
@@ -20,6 +20,7 @@ SERVICE_NAME = citizen_service_pb2.DESCRIPTOR.services_by_name["CitizenService"]
 
 def create_server(config: PoliceConfig) -> tuple[grpc.Server, int]:
     """Build the adapter's server, bound but not started, and return it with its port."""
+    ensure_database(config.database_url)
     engine = make_engine(config.database_url)
     create_schema(engine)
     register = PopulationRegister(session_factory(engine), code_lists())
