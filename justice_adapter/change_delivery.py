@@ -89,13 +89,15 @@ class ChangeOutbox(LeasedOutbox[CitizenUpdater, _Claim]):
     def _deliver(self, claim: _Claim, *, timeout: float) -> bool:
         return self._record(claim, self._call(claim, timeout=timeout)) == Delivery.DELIVERED
 
-    def deliver(self, change_id: int) -> None:
-        """Send change ``change_id`` now if it is due and no other process holds it."""
-        for claim in self._claim(1, change_id):
-            self._record(claim, self._call(claim, timeout=self._call_timeout))
+    def deliver_new(self, change_id: int, lease_end: dt.datetime) -> None:
+        """Send a change just committed with ``claim_on_entry()``, and record the outcome."""
+        with self._sessions() as session:
+            claim = _claim_of(session, session.get_one(RegistrationChangeRow, change_id), lease_end)
+        left = (lease_end - self._clock()).total_seconds()
+        self._record(claim, self._call(claim, timeout=min(self._call_timeout, left)))
 
-    def _claim(self, limit: int, change_id: int | None = None) -> list[_Claim]:
-        """Take up to ``limit`` due changes (or change ``change_id``) for one lease."""
+    def _claim(self, limit: int) -> list[_Claim]:
+        """Take up to ``limit`` due changes for one lease, in one short transaction."""
         with self._sessions.begin() as session:
             now = self._clock()
             lease_end = now + self._lease
@@ -109,23 +111,10 @@ class ChangeOutbox(LeasedOutbox[CitizenUpdater, _Claim]):
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-            if change_id is not None:
-                query = query.where(RegistrationChangeRow.id == change_id)
             claims = []
             for change in session.scalars(query).all():
                 change.next_attempt_at = lease_end
-                registration = session.get_one(BirthRegistrationRow, change.registration_id)
-                claims.append(
-                    _Claim(
-                        change_id=change.id,
-                        registration=to_message(registration),
-                        pin=registration.pin or "",
-                        paths=list(change.citizen_paths),
-                        reason=_reason_sent(change),
-                        request_id=update_request_id(change.request_id),
-                        lease_end=lease_end,
-                    )
-                )
+                claims.append(_claim_of(session, change, lease_end))
             return claims
 
     def _release(self, claims: Sequence[_Claim]) -> None:
@@ -223,6 +212,20 @@ class ChangeOutbox(LeasedOutbox[CitizenUpdater, _Claim]):
         registration.update_time = now
         session.flush()
         session.expire(registration, ["cancelled_pins"])
+
+
+def _claim_of(session: Session, change: RegistrationChangeRow, lease_end: dt.datetime) -> _Claim:
+    """What a delivery of ``change`` sends: the registration's current values."""
+    registration = session.get_one(BirthRegistrationRow, change.registration_id)
+    return _Claim(
+        change_id=change.id,
+        registration=to_message(registration),
+        pin=registration.pin or "",
+        paths=list(change.citizen_paths),
+        reason=_reason_sent(change),
+        request_id=update_request_id(change.request_id),
+        lease_end=lease_end,
+    )
 
 
 def _reason_sent(change: RegistrationChangeRow) -> str:

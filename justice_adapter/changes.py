@@ -199,6 +199,7 @@ class RegistrationChanges:
             if not due:
                 citizen_paths = []
             now = self._clock()
+            lease_end = self._outbox.claim_on_entry()
             row.record = json_format.MessageToDict(
                 _record_of(after), preserving_proto_field_name=True
             )
@@ -218,7 +219,7 @@ class RegistrationChanges:
                 citizen_paths=citizen_paths,
                 delivery=Delivery.PENDING if citizen_paths else Delivery.NONE,
                 attempts=0,
-                next_attempt_at=self._outbox.now() if citizen_paths else None,
+                next_attempt_at=lease_end if citizen_paths else None,
                 create_time=now,
             )
             session.add(record)
@@ -235,7 +236,7 @@ class RegistrationChanges:
             after_digest=record.after_digest,
         )
         if citizen_paths:
-            self._outbox.deliver(change_id)
+            self._outbox.deliver_new(change_id, lease_end)
         return self._result(change_id)
 
     def _check_amendable(

@@ -153,9 +153,14 @@ class LeasedOutbox(Generic[SenderT, ClaimT]):
         self._lease = dt.timedelta(seconds=lease)
         self._call_timeout = call_timeout
 
-    def now(self) -> dt.datetime:
-        """The time by the outbox's clock, when a new entry falls due."""
-        return self._clock()
+    def claim_on_entry(self) -> dt.datetime:
+        """The lease end to commit a new entry with: held by the committing process.
+
+        The worker then leaves it to that process's immediate attempt, instead of racing it
+        to the same call; if the process dies first, the entry falls due when the lease
+        ends.
+        """
+        return self._clock() + self._lease
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after a transient failure; ``attempts`` were made before it."""
@@ -197,21 +202,17 @@ class PinOutbox(LeasedOutbox[PinIssuer, _Claim]):
         self._record(claim, outcome)
         return outcome.pin is not None
 
-    def deliver(self, name: str) -> br.BirthRegistration:
-        """Send the PIN request of registration ``name`` now; return the registration as stored.
+    def deliver_new(
+        self, registration: br.BirthRegistration, request_id: str, lease_end: dt.datetime
+    ) -> br.BirthRegistration:
+        """Send the PIN request of a registration just committed with ``claim_on_entry()``.
 
-        Nothing is sent when the request is not due or another process holds it: the
-        registration is returned as it stands, and that process or the worker delivers it.
+        Returns the registration as stored after the attempt: with its PIN, or still
+        pending with the next attempt scheduled.
         """
-        claims = self._claim_where(1, BirthRegistrationRow.name == name)
-        if not claims:
-            with self._sessions() as session:
-                row = session.scalars(
-                    select(BirthRegistrationRow).where(BirthRegistrationRow.name == name)
-                ).one()
-                return to_message(row)
-        (claim,) = claims
-        return self._record(claim, self._call(claim, timeout=self._call_timeout))
+        claim = _Claim(registration, request_id, lease_end)
+        left = (lease_end - self._clock()).total_seconds()
+        return self._record(claim, self._call(claim, timeout=min(self._call_timeout, left)))
 
     def _claim(self, limit: int) -> list[_Claim]:
         return self._claim_where(limit)

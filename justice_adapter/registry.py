@@ -106,7 +106,8 @@ class BirthRegistry:
         if stored is not None:
             return stored
         try:
-            registration = self._insert(request.request_id, digest, submitted, officer)
+            lease_end = self._outbox.claim_on_entry()
+            registration = self._insert(request.request_id, digest, submitted, officer, lease_end)
         except IntegrityError:
             # A concurrent call with the same request_id committed first: answer as it did.
             stored = self._stored_answer(request.request_id, digest)
@@ -120,7 +121,7 @@ class BirthRegistry:
             pin_status=br.PinStatus.Name(registration.pin_status),
         )
         if registration.pin_status == br.PIN_STATUS_PENDING:
-            return self._outbox.deliver(registration.name)
+            return self._outbox.deliver_new(registration, request.request_id, lease_end)
         return registration
 
     def get(self, name: str, officer: Officer) -> br.BirthRegistration:
@@ -183,7 +184,12 @@ class BirthRegistry:
             return to_message(row)
 
     def _insert(
-        self, request_id: str, digest: str, submitted: br.BirthRegistration, officer: Officer
+        self,
+        request_id: str,
+        digest: str,
+        submitted: br.BirthRegistration,
+        officer: Officer,
+        lease_end: dt.datetime,
     ) -> br.BirthRegistration:
         record = br.BirthRegistration()
         record.CopyFrom(submitted)
@@ -214,8 +220,9 @@ class BirthRegistry:
                 pin=None,
                 pin_status=br.PIN_STATUS_PENDING if due else br.PIN_STATUS_NOT_APPLICABLE,
                 pin_attempts=0,
-                # The outbox entry of the PIN request, due at once, committed with the rest.
-                pin_next_attempt_at=self._outbox.now() if due else None,
+                # The outbox entry of the PIN request, committed with the rest and held by
+                # this call's immediate attempt (the worker's if this process dies).
+                pin_next_attempt_at=lease_end if due else None,
                 create_time=now,
                 update_time=now,
             )

@@ -194,17 +194,17 @@ def test_a_pending_registration_is_delivered_once_the_population_database_is_bac
     ]
 
 
-def test_a_new_pending_registration_is_due_at_once(
+def test_a_registration_whose_process_dies_is_delivered_when_its_lease_ends(
     registry, outbox, population, sessions, clock, monkeypatch
 ):
-    """The outbox entry commits with the registration, due now: a process that dies before
-    its immediate attempt leaves the request to the next round."""
+    """The outbox entry commits with the registration, held by its immediate attempt: a
+    process that dies before that attempt leaves the request to the worker, one lease on."""
 
-    def die(name):
-        del name
+    def die(*args):
+        del args
         raise Crash
 
-    monkeypatch.setattr(outbox, "deliver", die)
+    monkeypatch.setattr(outbox, "deliver_new", die)
     sent = request()
     with pytest.raises(Crash):
         registry.register_birth(sent)
@@ -212,8 +212,10 @@ def test_a_new_pending_registration_is_due_at_once(
 
     (row,) = _all_rows(sessions)
     assert (row.pin_status, row.pin_attempts) == (br.PIN_STATUS_PENDING, 0)
-    assert row.pin_next_attempt_at == clock.now
+    assert row.pin_next_attempt_at == clock.now + dt.timedelta(seconds=LEASE)
     population.mode = "up"
+    assert outbox.deliver_due() == 0  # not before the lease ends: no race with the attempt
+    clock.advance(LEASE)
     assert outbox.deliver_due() == 1
     assert population.calls_for(row.name) == [sent.request_id]
 
