@@ -31,6 +31,7 @@ from sqlalchemy.types import TypeDecorator
 
 from lienthong.calendar.v1 import date_pb2
 from lienthong.civilregistry.v1 import birth_registration_pb2 as br
+from lienthong.db import schema_transaction
 
 UNIT_CODE = 5  # the longest statistics office code, a commune's
 PIN_LENGTH = 12
@@ -275,5 +276,6 @@ def to_message(row: BirthRegistrationRow) -> br.BirthRegistration:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    Base.metadata.create_all(engine)
+    """Create the tables that do not exist yet, one process at a time."""
+    with schema_transaction(engine) as connection:
+        Base.metadata.create_all(connection)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +38,24 @@ def ensure_database(url: str) -> None:
                         raise
     finally:
         admin.dispose()
+
+
+# The advisory lock that serialises schema changes of every lienthong service on a server.
+_SCHEMA_LOCK = 0x6C69656E  # "lien"
+
+
+@contextmanager
+def schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction in which to create or migrate a schema, one process at a time.
+
+    Replicas starting together on one PostgreSQL database would otherwise both see a table
+    missing and both create it, and the second would fail. The transaction-scoped advisory
+    lock is released at commit. SQLite's BEGIN IMMEDIATE (make_engine) already serialises.
+    """
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        yield connection
 
 
 def make_engine(url: str) -> Engine:

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from lienthong.db import schema_transaction
 from lienthong.population.v1 import citizen_pb2
 
 
@@ -117,6 +118,7 @@ def create_schema(engine: Engine) -> None:
     """Bring the database to the latest schema with the adapter's Alembic migrations."""
     config = Config()
     config.set_main_option("script_location", "police_adapter:migrations")
-    with engine.begin() as connection:
+    # One process at a time: replicas starting together would both migrate.
+    with schema_transaction(engine) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

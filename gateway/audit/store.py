@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.audit import merkle
 from gateway.audit.entry import AuditEntry
+from lienthong.db import schema_transaction
 from lienthong.signed_note import Checkpoint, NoteSigner, checkpoint_text
 
 log = structlog.get_logger(__name__)
@@ -135,15 +136,15 @@ class _Pending:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the audit tables and the head row if they do not exist."""
-    metadata.create_all(engine)
-    with engine.begin() as connection:
+    """Create the audit tables and the head row if they do not exist.
+
+    Several gateway processes may start together on one database: the schema transaction
+    lets one create what is missing while the others wait, then find it there.
+    """
+    with schema_transaction(engine) as connection:
+        metadata.create_all(connection)
         if connection.execute(select(head_table.c.id)).first() is None:
-            try:
-                with connection.begin_nested():
-                    connection.execute(insert(head_table).values(id=1, tree_size=0))
-            except IntegrityError:
-                pass  # another process created it
+            connection.execute(insert(head_table).values(id=1, tree_size=0))
 
 
 def fetch_nodes(connection: Connection, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
