@@ -4,7 +4,9 @@ Usage: ``python -m certs init [--dir certs/dev] [--force]``,
 ``python -m certs show [--dir certs/dev]``, ``python -m certs revoke NAME [--dir certs/dev]``
 (which adds ``{dir}/{NAME}.pem`` to the CA's CRL and prints the CRL's path) and
 ``python -m certs officer OFFICER_ID [--dir certs/dev]`` (which issues a civil-status
-officer's client certificate, unless a usable one exists, and prints its two paths).
+officer's client certificate, unless a usable one exists, and prints its two paths) and
+``python -m certs rotate NAME [--revoke-old] [--dir certs/dev]`` (a new key and certificate
+for a system, or for an officer as ``officers/ID``; the gateway takes them without restart).
 """
 
 import argparse
@@ -22,6 +24,7 @@ from certs.pki import (
     load_pki,
     officer_spiffe_id,
     revoke,
+    rotate_certificate,
 )
 from lienthong.identity import spiffe_id_of
 
@@ -38,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _revoke(arguments.dir, arguments.name)
         elif arguments.command == "officer":
             _officer(arguments.dir, arguments.officer_id)
+        elif arguments.command == "rotate":
+            _rotate(arguments.dir, arguments.name, revoke_old=arguments.revoke_old)
         else:
             _show(arguments.dir)
     except (OSError, ValueError, TypeError) as error:
@@ -64,7 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     officer.add_argument(
         "officer_id", help="the officer's ID: a-z first, then up to 62 of a-z, 0-9 and -"
     )
-    for command in (init, show, revoke_, officer):
+    rotate = commands.add_parser(
+        "rotate", help="a new key and certificate for a system or officers/ID, same identity"
+    )
+    rotate.add_argument("name", help="a system (e.g. gateway-server) or officers/OFFICER_ID")
+    rotate.add_argument(
+        "--revoke-old", action="store_true", help="put the replaced certificate on the CRL"
+    )
+    for command in (init, show, revoke_, officer, rotate):
         command.add_argument(
             "--dir",
             type=Path,
@@ -108,6 +120,15 @@ def _revoke(directory: Path, name: str) -> None:
 def _officer(directory: Path, officer_id: str) -> None:
     paths = issue_officer_certificate(load_pki(directory), officer_id)
     _say(str(paths.certificate))
+    _say(str(paths.private_key))
+
+
+def _rotate(directory: Path, name: str, *, revoke_old: bool) -> None:
+    pki = load_pki(directory)
+    officer = name.removeprefix("officers/")
+    paths = pki.officer_paths(officer) if officer != name else pki.paths(name)
+    certificate = rotate_certificate(pki, paths, revoke_old=revoke_old)
+    _say(f"{paths.certificate} serial {certificate.serial_number:x}")
     _say(str(paths.private_key))
 
 

@@ -264,6 +264,30 @@ def init_dev_pki(directory: Path, *, force: bool = False) -> DevPki:
     return pki
 
 
+def rotate_certificate(
+    pki: DevPki, paths: CertificatePaths, *, revoke_old: bool = False
+) -> x509.Certificate:
+    """Replace a leaf's key and certificate with new ones for the same identity and uses.
+
+    Both files are replaced atomically (key first), so services that watch them (the
+    gateway) take the new pair for new connections without restart. With ``revoke_old`` the
+    old certificate goes on the CRL as superseded, once the new one is in place.
+    """
+    old = x509.load_pem_x509_certificate(paths.certificate.read_bytes())
+    usages = old.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    ca = _load_ca(pki)
+    certificate, key = issue_certificate(
+        *ca,
+        spiffe_id=spiffe_id_of(old),
+        server=ExtendedKeyUsageOID.SERVER_AUTH in usages,
+        client=ExtendedKeyUsageOID.CLIENT_AUTH in usages,
+    )
+    write_certificate(certificate, key, paths)
+    if revoke_old:
+        revoke(pki, old, reason=x509.ReasonFlags.superseded)
+    return certificate
+
+
 def issue_officer_certificate(pki: DevPki, officer_id: str) -> CertificatePaths:
     """Issue officer ``officer_id`` a client certificate of their own; return where it is.
 

@@ -583,3 +583,40 @@ def test_openssl_verifies_justice_and_shows_its_spiffe_uri(pki: DevPki):
         check=True,
     )
     assert "URI:spiffe://lienthong.local/moj/civil-registry" in shown.stdout
+
+
+def test_rotate_gives_a_system_a_new_key_and_certificate_with_the_same_identity(tmp_path: Path):
+    """`certs rotate` keeps the SPIFFE ID and uses; the old certificate goes on the CRL."""
+    pki = init_dev_pki(tmp_path)
+    paths = pki.paths("gateway-server")
+    old = x509.load_pem_x509_certificate(paths.certificate.read_bytes())
+    old_key = paths.private_key.read_bytes()
+
+    rotated = run("rotate", "gateway-server", "--revoke-old", "--dir", str(tmp_path))
+
+    assert rotated.returncode == 0, rotated.stderr
+    new = x509.load_pem_x509_certificate(paths.certificate.read_bytes())
+    assert new.serial_number != old.serial_number
+    assert paths.private_key.read_bytes() != old_key
+    assert spiffe_id_of(new) == spiffe_id_of(old)
+    usages = new.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    key = serialization.load_pem_private_key(paths.private_key.read_bytes(), password=None)
+    assert key.public_key().public_numbers() == new.public_key().public_numbers()
+    crl = x509.load_pem_x509_crl((tmp_path / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(old.serial_number) is not None
+    assert crl.get_revoked_certificate_by_serial_number(new.serial_number) is None
+
+
+def test_rotate_an_officer_keeps_them_an_officer(tmp_path: Path):
+    """`certs rotate officers/ID`: the same officer identity, client use only."""
+    init_dev_pki(tmp_path)
+    before = (tmp_path / "officers" / "admin.pem").read_bytes()
+
+    rotated = run("rotate", "officers/admin", "--dir", str(tmp_path))
+
+    assert rotated.returncode == 0, rotated.stderr
+    new = x509.load_pem_x509_certificate((tmp_path / "officers" / "admin.pem").read_bytes())
+    assert new.public_bytes(serialization.Encoding.PEM) != before
+    assert spiffe_id_of(new) == f"spiffe://{TRUST_DOMAIN}/moj/officers/admin"
+    assert run("rotate", "nobody", "--dir", str(tmp_path)).returncode == 1
