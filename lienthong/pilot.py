@@ -125,7 +125,9 @@ def pilot_registrations(
         else:
             registration = _first(rng, rng.choice(units.communes), units, foreign_parent=False)
         yield service.RegisterBirthRequest(
-            request_id=str(uuid.uuid5(_NAMESPACE, f"{seed}/{index}")),
+            # The mix depends on the count too: the same (seed, count) repeats the same
+            # requests, another count makes other ones rather than reusing their ids.
+            request_id=str(uuid.uuid5(_NAMESPACE, f"{seed}/{count}/{index}")),
             birth_registration=registration,
         )
 

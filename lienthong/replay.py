@@ -77,23 +77,35 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
     count: int,
     concurrency: int = 64,
     seed: int = 2016,
+    officers: int = PILOT_OFFICERS,
     out: TextIO = sys.stderr,
 ) -> ReplayOutcome:
-    """Register ``count`` pilot births through ``gateway``, each by its unit's officer."""
+    """Register ``count`` pilot births through ``gateway``, each by its unit's officer.
+
+    ``officers`` accounts are enrolled first, at least one per unit; with 0, only the units
+    the replay reaches get one, when first reached (for short replays).
+    """
     units = pilot.pilot_units(codes)
-    with secure_channel(gateway, administrator.read()) as channel:
-        out.write(f"Enrolling {max(PILOT_OFFICERS, len(units.all()))} officers...\n")
-        registrars = enrol_officers(channel, units.all())
+    admin = secure_channel(gateway, administrator.read())
+    registrars: dict[str, str] = {}
+    by_code = {unit.code: unit for unit in units.all()}
     pki = load_pki(pki_directory)
     channels: dict[str, grpc.Channel] = {}
     outcome = ReplayOutcome()
     slots = threading.BoundedSemaphore(concurrency)
     lock = threading.Lock()
-    progress = _Progress(count, out)
-    started = time.monotonic()
     try:
+        if officers:
+            out.write(f"Enrolling {max(officers, len(units.all()))} officers...\n")
+            registrars = enrol_officers(admin, units.all(), total=officers)
+        progress = _Progress(count, out)
+        started = time.monotonic()
         for request in pilot.pilot_registrations(codes, count, seed=seed):
             unit_code = request.birth_registration.registration_unit.code
+            if unit_code not in registrars:
+                registrars[unit_code] = create_officer(
+                    admin, f"pilot-{unit_code}-1", by_code[unit_code]
+                )
             if unit_code not in channels:
                 paths = issue_officer_certificate(pki, registrars[unit_code])
                 tls = TlsFiles(administrator.ca_certificate, paths.certificate, paths.private_key)
@@ -117,7 +129,7 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
         outcome.seconds = time.monotonic() - started
         progress.finish()
     finally:
-        for channel in channels.values():
+        for channel in [admin, *channels.values()]:
             channel.close()
     return outcome
 
