@@ -62,7 +62,12 @@ class OfficerDirectory:
     """The officer accounts of the registry, in its database."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], codes: CodeLists, *, identity_prefix: str
+        self,
+        sessions: sessionmaker[Session],
+        codes: CodeLists,
+        *,
+        identity_prefix: str,
+        reads: sessionmaker[Session] | None = None,
     ) -> None:
         """Accounts authenticate as ``identity_prefix`` + officer_id (a SPIFFE ID)."""
         if not identity_prefix.endswith("/"):
@@ -70,6 +75,8 @@ class OfficerDirectory:
         self._sessions = sessions
         self._codes = codes
         self._prefix = identity_prefix
+        # Reads that need no lock (lienthong.db.read_session_factory); the same by default.
+        self._reads = reads or sessions
 
     def identity_of(self, officer_id: str) -> str:
         """The SPIFFE ID an account authenticates with."""
@@ -83,7 +90,7 @@ class OfficerDirectory:
         """
         if not identity:
             raise PermissionDenied("calls must come from an officer", reason="NO_OFFICER")
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.scalars(
                 select(OfficerRow).where(OfficerRow.identity == identity)
             ).one_or_none()
@@ -161,7 +168,7 @@ class OfficerDirectory:
         ):
             # Not even whether the account exists: a registrar reads only its own.
             raise out_of_scope(caller, "another officer's account")
-        with self._sessions() as session:
+        with self._reads() as session:
             row = self._row(session, name)
             self._require_reader(caller, row)
             return _message(row)
@@ -197,7 +204,7 @@ class OfficerDirectory:
             .order_by(OfficerRow.id)
             .limit(size + 1)
         )
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.scalars(query).all()
         more = len(rows) > size
         token = paging.encode_page_token(rows[size - 1].id) if more else ""
@@ -275,7 +282,7 @@ class OfficerDirectory:
         )
 
     def _stored_answer(self, request_id: str, digest: str) -> officer_pb2.Officer | None:
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.scalars(
                 select(OfficerRow).where(OfficerRow.request_id == request_id)
             ).one_or_none()

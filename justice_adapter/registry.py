@@ -74,7 +74,12 @@ class BirthRegistry:
     """Birth registrations of every unit, in one database."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], outbox: PinOutbox, codes: CodeLists
+        self,
+        sessions: sessionmaker[Session],
+        outbox: PinOutbox,
+        codes: CodeLists,
+        *,
+        reads: sessionmaker[Session] | None = None,
     ) -> None:
         """Use ``sessions`` for the database, ``outbox`` for PINs, ``codes`` to validate.
 
@@ -84,6 +89,8 @@ class BirthRegistry:
         self._sessions = sessions
         self._outbox = outbox
         self._codes = codes
+        # Reads that need no lock (lienthong.db.read_session_factory); the same by default.
+        self._reads = reads or sessions
 
     def register_birth(
         self, request: service.RegisterBirthRequest, officer: Officer
@@ -134,7 +141,7 @@ class BirthRegistry:
             Locality(unit.code, unit.province_code, unit.district_code)
         ):
             raise out_of_scope(officer, name)
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.scalars(
                 select(BirthRegistrationRow).where(BirthRegistrationRow.name == name)
             ).one_or_none()
@@ -163,14 +170,14 @@ class BirthRegistry:
             .order_by(BirthRegistrationRow.id)
             .limit(page_size + 1)  # one more tells whether another page follows
         )
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.scalars(query).all()
             page = [to_message(row) for row in rows[:page_size]]
             more = len(rows) > page_size
             return page, paging.encode_page_token(rows[page_size - 1].id) if more else ""
 
     def _stored_answer(self, request_id: str, digest: str) -> br.BirthRegistration | None:
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.scalars(
                 select(BirthRegistrationRow).where(BirthRegistrationRow.request_id == request_id)
             ).one_or_none()

@@ -30,7 +30,7 @@ from lienthong.civilregistry.v1 import (
     officer_service_pb2,
     officer_service_pb2_grpc,
 )
-from lienthong.db import ensure_database, make_engine, session_factory
+from lienthong.db import ensure_database, make_engine, read_session_factory, session_factory
 from lienthong.grpc_server import EdgeInterceptor, add_health_and_reflection, build_server
 from lienthong.reference import code_lists
 from lienthong.serving import serve_until_signalled
@@ -97,12 +97,12 @@ def create_adapter(config: JusticeConfig) -> JusticeAdapter:
     channel = secure_channel(config.gateway, tls)
     try:
         create_schema(engine)
-        sessions = session_factory(engine)
+        sessions, reads = session_factory(engine), read_session_factory(engine)
         directory = OfficerDirectory(
-            sessions, code_lists(), identity_prefix=config.officer_identity_prefix
+            sessions, code_lists(), identity_prefix=config.officer_identity_prefix, reads=reads
         )
         directory.ensure_administrators(config.administrators)
-        servicers, worker = _services(config, sessions, directory, channel)
+        servicers, worker = _services(config, (sessions, reads), directory, channel)
         server, port = build_server(
             listen=config.listen,
             tls=tls,
@@ -123,18 +123,22 @@ def create_adapter(config: JusticeConfig) -> JusticeAdapter:
 
 def _services(
     config: JusticeConfig,
-    sessions: sessionmaker[Session],
+    databases: tuple[sessionmaker[Session], sessionmaker[Session]],
     directory: OfficerDirectory,
     channel: grpc.Channel,
 ) -> tuple[tuple[BirthRegistrationServicer, OfficerServicer], OutboxWorker]:
-    """The servicers over the domain services, and the worker of their outboxes."""
+    """The servicers over the domain services, and the worker of their outboxes.
+
+    ``databases`` are the sessions for writing and those for reading only.
+    """
+    sessions, reads = databases
     codes = code_lists()
     pins = PinOutbox(sessions, GatewayPinIssuer(channel), codes)
     changes = ChangeOutbox(sessions, GatewayCitizenUpdater(channel), codes)
     authenticator = Authenticator(directory, config.trusted_callers)
     registrations = BirthRegistrationServicer(
         authenticator,
-        BirthRegistry(sessions, pins, codes),
+        BirthRegistry(sessions, pins, codes, reads=reads),
         RegistrationChanges(
             sessions,
             changes,
@@ -142,7 +146,7 @@ def _services(
             grace_window=dt.timedelta(hours=config.grace_window_hours),
             clock=utc_now,
         ),
-        RegistrationStatistics(sessions, codes),
+        RegistrationStatistics(sessions, codes, reads=reads),
     )
     return (registrations, OfficerServicer(authenticator, directory)), OutboxWorker(pins, changes)
 

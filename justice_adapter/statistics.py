@@ -48,10 +48,18 @@ _COUNTED = (
 class RegistrationStatistics:
     """Counts registrations and accounts for the localities a caller may see."""
 
-    def __init__(self, sessions: sessionmaker[Session], codes: CodeLists) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        codes: CodeLists,
+        *,
+        reads: sessionmaker[Session] | None = None,
+    ) -> None:
         """Count in the registry's database; ``codes`` resolves locality codes."""
         self._sessions = sessions
         self._codes = codes
+        # Reads that need no lock (lienthong.db.read_session_factory); the same by default.
+        self._reads = reads or sessions
 
     def report(
         self, request: service.GetRegistrationStatisticsRequest, officer: Officer
@@ -83,7 +91,7 @@ class RegistrationStatistics:
                 raise out_of_scope(officer, f"unit {unit.code}")
         period = BirthRegistrationRow.registration_date.between(start, end)
         response = service.GetRegistrationStatisticsResponse()
-        with self._sessions() as session:
+        with self._reads() as session:
             if not units:
                 units = self._provinces_in_reach(session, officer)
             for unit in units:

@@ -40,6 +40,7 @@ def ensure_database(url: str) -> None:
         admin.dispose()
 
 
+_READ_ONLY = "lienthong_read_only"
 # The advisory lock that serialises schema changes of every lienthong service on a server.
 _SCHEMA_LOCK = 0x6C69656E  # "lien"
 
@@ -67,10 +68,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; take it over so that BEGIN
-        # IMMEDIATE serialises writers before they read what they will update.
-        event.listen(
-            engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE")
-        )
+        # IMMEDIATE serialises writers before they read what they will update. Reads
+        # (read_session_factory) begin DEFERRED: a snapshot, without queueing for the lock.
+        event.listen(engine, "begin", _begin_sqlite)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -87,3 +87,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:  # noqa: ANN40
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reading only: on SQLite they do not take the write lock.
+
+    For hot read paths (authenticating a caller, answering a repeated request) that would
+    otherwise wait behind every writer. Writing in one is an error on SQLite.
+    """
+    return sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
