@@ -19,12 +19,14 @@ DEFAULT_CONFIG = Path("config/dev.toml")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
-    parser = _parser()
-    arguments = parser.parse_args(argv)
-    if arguments.command == "certs":
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["certs"]:
+        # Handed over whole, so that `lienthong certs --help` is the PKI tool's own help.
         from certs.__main__ import main as certs_main  # noqa: PLC0415 - only this command needs it
 
-        return certs_main(arguments.args)
+        return certs_main(words[1:])
+    parser = _parser()
+    arguments = parser.parse_args(words)
     if arguments.command == "policy":
         return _policy_check(arguments.policy)
     try:
