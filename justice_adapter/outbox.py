@@ -1,11 +1,14 @@
 """The transactional outbox of PIN requests: pending registrations delivered until issued.
 
-A registration due a PIN is committed with ``PIN_STATUS_PENDING`` and a ``pin_next_attempt_at``
-of now, in the transaction that stores it (justice_adapter.registry): the row itself is the
-outbox entry, so no PIN request is lost unless its registration is. ``PinOutbox`` sends the
-request of each due row through a ``PinIssuer`` and records the outcome; ``OutboxWorker``
-runs it in the background for as long as the adapter serves. The registry's immediate
-attempt goes through the same steps, so there is one place that stores a PIN.
+A registration due a PIN is committed with ``PIN_STATUS_PENDING`` in the transaction that
+stores it (justice_adapter.registry): the row itself is the outbox entry, so no PIN request is
+lost unless its registration is. Its ``pin_next_attempt_at`` is one lease ahead
+(``claim_on_entry``): the registering call holds it for its immediate attempt
+(``deliver_new``), and the worker takes it only if that call's process dies. ``PinOutbox``
+sends the request of each due row through a ``PinIssuer`` and records the outcome;
+``OutboxWorker`` runs it, and the change outbox (justice_adapter.change_delivery), in the
+background for as long as the adapter serves. Both paths record through the same step, so
+there is one place that stores a PIN.
 
 No database transaction stays open across a call to the population database::
 
@@ -46,7 +49,6 @@ from lienthong.errors import Unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
-    from sqlalchemy.sql.elements import ColumnElement
 
     from lienthong.reference import CodeLists
 
@@ -215,9 +217,6 @@ class PinOutbox(LeasedOutbox[PinIssuer, _Claim]):
         return self._record(claim, self._call(claim, timeout=min(self._call_timeout, left)))
 
     def _claim(self, limit: int) -> list[_Claim]:
-        return self._claim_where(limit)
-
-    def _claim_where(self, limit: int, *where: ColumnElement[bool]) -> list[_Claim]:
         """Take up to ``limit`` due rows for one lease, in one short transaction."""
         with self._sessions.begin() as session:
             now = self._clock()
@@ -227,7 +226,6 @@ class PinOutbox(LeasedOutbox[PinIssuer, _Claim]):
                 .where(
                     BirthRegistrationRow.pin_status == br.PIN_STATUS_PENDING,
                     BirthRegistrationRow.pin_next_attempt_at <= now,
-                    *where,
                 )
                 .order_by(BirthRegistrationRow.pin_next_attempt_at, BirthRegistrationRow.id)
                 .limit(limit)
