@@ -272,24 +272,13 @@ def _demo(_arguments: argparse.Namespace, config: StackConfig) -> int:
 
 
 def _statistics(arguments: argparse.Namespace, config: StackConfig) -> int:
-    from lienthong.demo import columns, statistics_of  # noqa: PLC0415
+    from lienthong.demo import statistics_of, statistics_table  # noqa: PLC0415
+    from lienthong.reference import code_lists  # noqa: PLC0415
     from lienthong.tls import secure_channel  # noqa: PLC0415
 
     with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
         response = statistics_of(channel, arguments.unit_codes)
-    header = (
-        "locality", "registrations", "PIN issued", "no PIN: foreign", "no PIN: re-registration",
-        "PIN pending", "officer accounts", "units",
-    )  # fmt: skip
-    rows = [
-        (
-            row.unit_code or "total", str(row.registrations), str(row.pins_issued),
-            str(row.not_applicable_foreign), str(row.not_applicable_re_registration),
-            str(row.pins_pending), str(row.officer_accounts), str(row.units),
-        )
-        for row in [*response.rows, response.total]
-    ]  # fmt: skip
-    sys.stdout.write(columns([header, *rows]) + "\n")
+    sys.stdout.write(statistics_table(response, code_lists()) + "\n")
     return 0
 
 

@@ -27,7 +27,7 @@ from lienthong.civilregistry.v1 import (
 from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
 from lienthong.person.v1 import ethnicity_pb2, nationality_pb2, person_name_pb2, sex_pb2
 from lienthong.place.v1 import administrative_unit_pb2, place_pb2
-from lienthong.reference import CodeLists, Level, Unit
+from lienthong.reference import CODE_LENGTH, CodeLists, Level, Unit
 from lienthong.tls import TlsFiles, secure_channel
 
 FIRST = birth_registration_pb2.REGISTRATION_PROCEDURE_FIRST_REGISTRATION
@@ -331,24 +331,31 @@ def statistics_of(
     )
 
 
-def statistics_table(channel: grpc.Channel, codes: CodeLists) -> str:
-    """Today's registrations per province as the pilot reported them, asked of the registry."""
-    response = statistics_of(channel)
+def statistics_table(
+    response: birth_registration_service_pb2.GetRegistrationStatisticsResponse, codes: CodeLists
+) -> str:
+    """Statistics as the pilot reported them: a row per locality, then the total."""
+    header = (
+        "locality", "registrations", "PIN issued", "no PIN: foreign", "no PIN: re-registration",
+        "PIN pending", "officer accounts", "units",
+    )  # fmt: skip
     rows = [
         (
-            "locality", "registrations", "PIN issued", "no PIN: foreign",
-            "no PIN: re-registration", "PIN pending", "officer accounts", "units",
-        )
-    ]  # fmt: skip
-    for row in [*response.rows, response.total]:
-        province = codes.unit(Level.PROVINCE, row.unit_code)
-        rows.append((
-            f"{row.unit_code} {province.name}" if province else "total",
+            locality_name(codes, row.unit_code) if row.unit_code else "total",
             str(row.registrations), str(row.pins_issued), str(row.not_applicable_foreign),
             str(row.not_applicable_re_registration), str(row.pins_pending),
             str(row.officer_accounts), str(row.units),
-        ))  # fmt: skip
-    return columns(rows)
+        )
+        for row in [*response.rows, response.total]
+    ]  # fmt: skip
+    return columns([header, *rows])
+
+
+def locality_name(codes: CodeLists, unit_code: str) -> str:
+    """A statistics office code of any level and its unit's name, "01 Thành phố Hà Nội"."""
+    level = next((level for level, length in CODE_LENGTH.items() if length == len(unit_code)), None)
+    unit = None if level is None else codes.unit(level, unit_code)
+    return f"{unit_code} {unit.name}" if unit else unit_code
 
 
 def columns(rows: Sequence[Sequence[str]]) -> str:

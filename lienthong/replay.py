@@ -26,8 +26,7 @@ from lienthong.civilregistry.v1 import (
     birth_registration_service_pb2,
     birth_registration_service_pb2_grpc,
 )
-from lienthong.demo import columns, create_officer, statistics_of
-from lienthong.reference import Level
+from lienthong.demo import columns, create_officer, locality_name, statistics_of
 from lienthong.tls import TlsFiles, secure_channel
 
 if TYPE_CHECKING:
@@ -186,7 +185,7 @@ def comparison_table(
     ]
     for row in [*after.rows, after.total]:
         old = earlier.get(row.unit_code, before.total if not row.unit_code else None)
-        name = _locality_name(codes, row.unit_code)
+        name = locality_name(codes, row.unit_code) if row.unit_code else "total (replayed)"
         rows.append((
             name,
             _delta(row.registrations, old.registrations if old else 0),
@@ -209,14 +208,6 @@ def comparison_table(
 
 def _delta(now: int, then: int) -> str:
     return str(now - then)
-
-
-def _locality_name(codes: CodeLists, unit_code: str) -> str:
-    if not unit_code:
-        return "total (replayed)"
-    level = Level.PROVINCE if len(unit_code) == 2 else Level.DISTRICT  # noqa: PLR2004
-    unit = codes.unit(level, unit_code)
-    return f"{unit_code} {unit.name}" if unit else unit_code
 
 
 class _Progress:

@@ -20,6 +20,7 @@ from lienthong.demo import (
     format_table,
     latest_checkpoint,
     register_samples,
+    statistics_of,
     statistics_table,
 )
 from lienthong.reference import code_lists
@@ -57,7 +58,7 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
             config.gateway.listen, config.demo_tls, config.pki_directory, code_lists()
         )
         with secure_channel(config.gateway.listen, client_tls) as channel:
-            statistics = statistics_table(channel, code_lists())
+            statistics = statistics_table(statistics_of(channel), code_lists())
             checkpoint = latest_checkpoint(channel)
         out.write(format_table(registrations, code_lists()) + "\n\n")
         out.write(
