@@ -311,6 +311,8 @@ def _upstream_metadata(
     ]
     forwarded.append((metadata.CALLER, exchange.caller or ""))
     forwarded.append((metadata.EXCHANGE_ID, exchange.exchange_id))
+    if exchange.request_leaf is not None:
+        forwarded.append((metadata.EXCHANGE_LEAF, str(exchange.request_leaf)))
     return forwarded
 
 

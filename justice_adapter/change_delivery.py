@@ -60,6 +60,10 @@ class Delivery(StrEnum):
     REJECTED = "rejected"
 
 
+# The kind of a change that re-sends unchanged data to repair drift (justice_adapter.repairs).
+REPAIR = "repair"
+
+
 def update_request_id(change_request_id: str) -> str:
     """The UpdateCitizen request_id of a change, stable across retries."""
     return str(uuid.uuid5(_REQUEST_NAMESPACE, change_request_id))
@@ -230,6 +234,8 @@ def _claim_of(session: Session, change: RegistrationChangeRow, lease_end: dt.dat
 
 def _reason_sent(change: RegistrationChangeRow) -> str:
     """What the population database records as the reason: the decision, or the amendment."""
+    if change.kind == REPAIR:
+        return change.reason
     if change.decision_number is not None and change.decision_date is not None:
         return f"correction decision {change.decision_number} of {change.decision_date}"
     return f"amendment within the grace window: {change.reason}"

@@ -25,6 +25,7 @@ from google.protobuf import field_mask_pb2, json_format
 from sqlalchemy import select
 
 from justice_adapter.change_delivery import Delivery
+from justice_adapter.evidence import NO_EXCHANGE, Event, ExchangeRef, record_event
 from justice_adapter.models import BirthRegistrationRow, RegistrationChangeRow, to_message
 from justice_adapter.registry import NAME_PATTERN, NAME_REGEX, normalise_names
 from justice_adapter.scope import COMMUNE_OFFICER, DISTRICT_OFFICER, Officer
@@ -117,7 +118,10 @@ class RegistrationChanges:
         self._clock = clock
 
     def amend(
-        self, request: service.AmendBirthRegistrationRequest, officer: Officer
+        self,
+        request: service.AmendBirthRegistrationRequest,
+        officer: Officer,
+        exchange: ExchangeRef = NO_EXCHANGE,
     ) -> ChangeResult:
         """Amend a registration of ``officer``'s own unit within the grace window."""
         officer.require_writer()
@@ -137,10 +141,13 @@ class RegistrationChanges:
             paths,
             request.reason,
         )
-        return self._apply(change, officer, self._check_amendable)
+        return self._apply(change, (officer, exchange), self._check_amendable)
 
     def correct(
-        self, request: service.CorrectBirthRegistrationRequest, officer: Officer
+        self,
+        request: service.CorrectBirthRegistrationRequest,
+        officer: Officer,
+        exchange: ExchangeRef = NO_EXCHANGE,
     ) -> ChangeResult:
         """Record a formal correction decided by the competent unit."""
         officer.require_writer()
@@ -174,9 +181,12 @@ class RegistrationChanges:
             decision.number,
             decided,
         )
-        return self._apply(change, officer, self._check_competent)
+        return self._apply(change, (officer, exchange), self._check_competent)
 
-    def _apply(self, change: _Change, officer: Officer, authorise: _Authorise) -> ChangeResult:
+    def _apply(
+        self, change: _Change, by: tuple[Officer, ExchangeRef], authorise: _Authorise
+    ) -> ChangeResult:
+        officer, exchange = by
         repeat = self._stored_answer(change)
         if repeat is not None:
             return repeat
@@ -214,8 +224,8 @@ class RegistrationChanges:
                 decision_number=change.decision_number,
                 decision_date=change.decision_date,
                 officer_id=officer.officer_id,
-                before_digest=_record_digest(before),
-                after_digest=_record_digest(after),
+                before_digest=registration_digest(before),
+                after_digest=registration_digest(after),
                 citizen_paths=citizen_paths,
                 delivery=Delivery.PENDING if citizen_paths else Delivery.NONE,
                 attempts=0,
@@ -225,6 +235,13 @@ class RegistrationChanges:
             session.add(record)
             session.flush()
             change_id = record.id
+            record_event(
+                session,
+                registration_id=row.id,
+                event=Event.AMENDED if change.kind == AMENDMENT else Event.CORRECTED,
+                exchange=exchange,
+                record=row.record,
+            )
         log.info(
             "registration_changed",
             kind=change.kind,
@@ -396,7 +413,8 @@ def _record_of(registration: br.BirthRegistration) -> br.BirthRegistration:
     return record
 
 
-def _record_digest(registration: br.BirthRegistration) -> str:
+def registration_digest(registration: br.BirthRegistration) -> str:
+    """SHA-256 of a registration's record, as changes record it before and after."""
     return hashlib.sha256(
         _record_of(registration).SerializeToString(deterministic=True)
     ).hexdigest()

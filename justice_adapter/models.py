@@ -12,6 +12,7 @@ from typing import Any
 from google.protobuf import json_format
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
     DateTime,
     Dialect,
@@ -188,6 +189,29 @@ class RegistrationChangeRow(Base):
     cancelled_pin: Mapped[str | None] = mapped_column(String(PIN_LENGTH))
     create_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     deliver_time: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+
+
+class RegistrationEventRow(Base):
+    """An exchange that created or changed a registration: the registry's side of the evidence.
+
+    ``leaf_index`` is the exchange's request entry in the gateway's audit log, as the gateway
+    said on its mTLS leg; ``record_digest`` is the SHA-256 of the stored record after the
+    event (justice_adapter.evidence.record_digest), so that a record changed outside the
+    recorded path shows. A repair's ``request_id`` makes it happen once per run.
+    """
+
+    __tablename__ = "registration_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    registration_id: Mapped[int] = mapped_column(ForeignKey("birth_registration.id"), index=True)
+    event: Mapped[str] = mapped_column(String(16))  # see justice_adapter.evidence.Event
+    exchange_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
+    leaf_index: Mapped[int | None] = mapped_column(BigInteger)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH), unique=True)
+    record_digest: Mapped[str] = mapped_column(String(SHA256_HEX))
+    # For a repair: the PIN the registration held before, which the repair may replace.
+    previous_pin: Mapped[str | None] = mapped_column(String(PIN_LENGTH))
+    create_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
 class OfficerRow(Base):

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from justice_adapter import paging
+from justice_adapter.evidence import NO_EXCHANGE, Event, ExchangeRef, record_event
 from justice_adapter.models import (
     BirthRegistrationRow,
     allocate_registration_number,
@@ -93,11 +94,15 @@ class BirthRegistry:
         self._reads = reads or sessions
 
     def register_birth(
-        self, request: service.RegisterBirthRequest, officer: Officer
+        self,
+        request: service.RegisterBirthRequest,
+        officer: Officer,
+        exchange: ExchangeRef = NO_EXCHANGE,
     ) -> br.BirthRegistration:
         """Enter a registration, numbered in its unit and year, and request its PIN if due.
 
-        ``officer`` must be a commune or district officer of the registering unit.
+        ``officer`` must be a commune or district officer of the registering unit;
+        ``exchange`` is the gateway exchange of the call, kept as the registration's evidence.
 
         The PIN is asked for at once, so that the common case does not wait for the outbox's
         worker; when that fails the registration is returned PIN_STATUS_PENDING and the
@@ -114,7 +119,9 @@ class BirthRegistry:
             return stored
         try:
             lease_end = self._outbox.claim_on_entry()
-            registration = self._insert(request.request_id, digest, submitted, officer, lease_end)
+            registration = self._insert(
+                request.request_id, digest, submitted, (officer, exchange), lease_end
+            )
         except IntegrityError:
             # A concurrent call with the same request_id committed first: answer as it did.
             stored = self._stored_answer(request.request_id, digest)
@@ -195,9 +202,10 @@ class BirthRegistry:
         request_id: str,
         digest: str,
         submitted: br.BirthRegistration,
-        officer: Officer,
+        by: tuple[Officer, ExchangeRef],
         lease_end: dt.datetime,
     ) -> br.BirthRegistration:
+        officer, exchange = by
         record = br.BirthRegistration()
         record.CopyFrom(submitted)
         normalise_names(record)
@@ -235,6 +243,13 @@ class BirthRegistry:
             )
             session.add(row)
             session.flush()
+            record_event(
+                session,
+                registration_id=row.id,
+                event=Event.REGISTERED,
+                exchange=exchange,
+                record=row.record,
+            )
             return to_message(row)
 
     def _unit_of(self, registration: br.BirthRegistration) -> Unit:

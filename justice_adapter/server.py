@@ -21,14 +21,24 @@ from justice_adapter.models import create_schema
 from justice_adapter.officers import OfficerDirectory
 from justice_adapter.outbox import OutboxWorker, PinOutbox, utc_now
 from justice_adapter.pin_requests import GatewayCitizenUpdater, GatewayPinIssuer
+from justice_adapter.population_digests import GatewayCitizenDigests
+from justice_adapter.reconciliation import Reconciliation
 from justice_adapter.registry import BirthRegistry
-from justice_adapter.servicer import Authenticator, BirthRegistrationServicer, OfficerServicer
+from justice_adapter.repairs import Repairs
+from justice_adapter.servicer import (
+    Authenticator,
+    BirthRegistrationServicer,
+    OfficerServicer,
+    ReconciliationServicer,
+)
 from justice_adapter.statistics import RegistrationStatistics
 from lienthong.civilregistry.v1 import (
     birth_registration_service_pb2,
     birth_registration_service_pb2_grpc,
     officer_service_pb2,
     officer_service_pb2_grpc,
+    reconciliation_service_pb2,
+    reconciliation_service_pb2_grpc,
 )
 from lienthong.db import ensure_database, make_engine, read_session_factory, session_factory
 from lienthong.grpc_server import EdgeInterceptor, add_health_and_reflection, build_server
@@ -81,6 +91,7 @@ def service_names() -> list[str]:
             "BirthRegistrationService"
         ].full_name,
         officer_service_pb2.DESCRIPTOR.services_by_name["OfficerService"].full_name,
+        reconciliation_service_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].full_name,
     ]
 
 
@@ -112,11 +123,14 @@ def create_adapter(config: JusticeConfig) -> JusticeAdapter:
         channel.close()
         engine.dispose()
         raise
-    registrations, officers = servicers
+    registrations, officers, reconciliations = servicers
     birth_registration_service_pb2_grpc.add_BirthRegistrationServiceServicer_to_server(
         registrations, server
     )
     officer_service_pb2_grpc.add_OfficerServiceServicer_to_server(officers, server)
+    reconciliation_service_pb2_grpc.add_ReconciliationServiceServicer_to_server(
+        reconciliations, server
+    )
     add_health_and_reflection(server, service_names())
     return JusticeAdapter(server, port, worker, engine, channel)
 
@@ -126,7 +140,7 @@ def _services(
     databases: tuple[sessionmaker[Session], sessionmaker[Session]],
     directory: OfficerDirectory,
     channel: grpc.Channel,
-) -> tuple[tuple[BirthRegistrationServicer, OfficerServicer], OutboxWorker]:
+) -> tuple[tuple[BirthRegistrationServicer, OfficerServicer, ReconciliationServicer], OutboxWorker]:
     """The servicers over the domain services, and the worker of their outboxes.
 
     ``databases`` are the sessions for writing and those for reading only.
@@ -148,7 +162,15 @@ def _services(
         ),
         RegistrationStatistics(sessions, codes, reads=reads),
     )
-    return (registrations, OfficerServicer(authenticator, directory)), OutboxWorker(pins, changes)
+    reconciliations = ReconciliationServicer(
+        authenticator,
+        Reconciliation(
+            reads, GatewayCitizenDigests(channel), Repairs(sessions, utc_now), codes, utc_now
+        ),
+        config.reconcilers,
+    )
+    servicers = (registrations, OfficerServicer(authenticator, directory), reconciliations)
+    return servicers, OutboxWorker(pins, changes)
 
 
 def serve(config: JusticeConfig) -> None:

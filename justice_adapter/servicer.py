@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from justice_adapter.evidence import ExchangeRef
+from justice_adapter.reconciliation import Reconciler
+from justice_adapter.scope import MINISTRY_ADMINISTRATOR
 from lienthong.civilregistry.v1 import (
     birth_registration_service_pb2 as service,
 )
@@ -22,13 +25,22 @@ from lienthong.civilregistry.v1 import (
 from lienthong.civilregistry.v1 import (
     officer_service_pb2_grpc as officer_grpc,
 )
+from lienthong.civilregistry.v1 import (
+    reconciliation_service_pb2 as reconciliation,
+)
+from lienthong.civilregistry.v1 import (
+    reconciliation_service_pb2_grpc as reconciliation_grpc,
+)
 from lienthong.identity import caller_identity
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import grpc
 
     from justice_adapter.changes import RegistrationChanges
     from justice_adapter.officers import OfficerDirectory
+    from justice_adapter.reconciliation import Reconciliation
     from justice_adapter.registry import BirthRegistry
     from justice_adapter.scope import Officer
     from justice_adapter.statistics import RegistrationStatistics
@@ -45,6 +57,19 @@ class Authenticator:
     def officer(self, context: grpc.ServicerContext) -> Officer:
         """The calling officer; PermissionDenied without an active account."""
         return self._directory.authenticate(caller_identity(context, self._gateways))
+
+    def reconciler(self, context: grpc.ServicerContext, systems: frozenset[str]) -> Reconciler:
+        """The caller of a reconciliation: one of ``systems``, or else an active officer."""
+        identity = caller_identity(context, self._gateways)
+        if identity in systems:
+            return Reconciler(identity, sees=lambda _place: True, may_repair=False)
+        officer = self._directory.authenticate(identity)
+        return Reconciler(
+            officer.resource_name,
+            sees=officer.sees,
+            may_repair=officer.role == MINISTRY_ADMINISTRATOR,
+            officer_id=officer.officer_id,
+        )
 
 
 class BirthRegistrationServicer(service_grpc.BirthRegistrationServiceServicer):
@@ -67,7 +92,9 @@ class BirthRegistrationServicer(service_grpc.BirthRegistrationServiceServicer):
         self, request: service.RegisterBirthRequest, context: grpc.ServicerContext
     ) -> service.RegisterBirthResponse:
         """Enter a birth registration and request its PIN when due."""
-        registration = self._registry.register_birth(request, self._auth.officer(context))
+        registration = self._registry.register_birth(
+            request, self._auth.officer(context), ExchangeRef.of(context)
+        )
         return service.RegisterBirthResponse(birth_registration=registration)
 
     def GetBirthRegistration(
@@ -90,7 +117,7 @@ class BirthRegistrationServicer(service_grpc.BirthRegistrationServiceServicer):
         self, request: service.AmendBirthRegistrationRequest, context: grpc.ServicerContext
     ) -> service.AmendBirthRegistrationResponse:
         """Amend a registration within the grace window."""
-        result = self._changes.amend(request, self._auth.officer(context))
+        result = self._changes.amend(request, self._auth.officer(context), ExchangeRef.of(context))
         return service.AmendBirthRegistrationResponse(
             birth_registration=result.registration,
             cancelled_personal_identification_number=result.cancelled_pin,
@@ -101,7 +128,9 @@ class BirthRegistrationServicer(service_grpc.BirthRegistrationServiceServicer):
         self, request: service.CorrectBirthRegistrationRequest, context: grpc.ServicerContext
     ) -> service.CorrectBirthRegistrationResponse:
         """Record a formal correction."""
-        result = self._changes.correct(request, self._auth.officer(context))
+        result = self._changes.correct(
+            request, self._auth.officer(context), ExchangeRef.of(context)
+        )
         return service.CorrectBirthRegistrationResponse(
             birth_registration=result.registration,
             cancelled_personal_identification_number=result.cancelled_pin,
@@ -150,3 +179,25 @@ class OfficerServicer(officer_grpc.OfficerServiceServicer):
         """Disable an account."""
         officer = self._directory.disable(request.name, self._auth.officer(context))
         return officer_service.DisableOfficerResponse(officer=officer)
+
+
+class ReconciliationServicer(reconciliation_grpc.ReconciliationServiceServicer):
+    """lienthong.civilregistry.v1.ReconciliationService."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        reconciliation: Reconciliation,
+        systems: frozenset[str],
+    ) -> None:
+        """Serve ``reconciliation`` to officers and to the ``systems`` that may reconcile."""
+        self._auth = authenticator
+        self._reconciliation = reconciliation
+        self._systems = systems
+
+    def Reconcile(
+        self, request: reconciliation.ReconcileRequest, context: grpc.ServicerContext
+    ) -> Iterator[reconciliation.ReconcileResponse]:
+        """Stream the findings of a locality and period, and repair them if asked."""
+        reconciler = self._auth.reconciler(context, self._systems)
+        yield from self._reconciliation.run(request, reconciler, ExchangeRef.of(context))

@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(statistics)
     statistics.set_defaults(handler=_statistics)
 
+    _reconcile_parser(commands)
+
     replay = commands.add_parser(
         "replay",
         help="replay the 2016 pilot through a running stack and compare with its figures",
@@ -111,6 +113,36 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(replay)
     replay.set_defaults(handler=_replay)
     return parser
+
+
+def _reconcile_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare a locality's registrations with the population database; exit 1 on findings",
+    )
+    reconcile.add_argument("unit_code", help="province, district or commune code")
+    reconcile.add_argument(
+        "--from", dest="start", type=dt.date.fromisoformat, help="first registration date "
+        "(YYYY-MM-DD; default today)"
+    )  # fmt: skip
+    reconcile.add_argument(
+        "--to", dest="end", type=dt.date.fromisoformat, help="last registration date (default: "
+        "the first)"
+    )  # fmt: skip
+    reconcile.add_argument(
+        "--pending-hours", type=float, help="report PINs pending longer (default 24)"
+    )
+    reconcile.add_argument(
+        "--repair", action="store_true", help="queue the repairs (ministry administrator only)"
+    )
+    reconcile.add_argument(
+        "--jsonl", type=Path, help="also write each finding to this file as a JSON line"
+    )
+    reconcile.add_argument(
+        "--request-id", help="the run's UUID: repeating it repairs nothing twice (default new)"
+    )
+    _config_argument(reconcile)
+    reconcile.set_defaults(handler=_reconcile)
 
 
 def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -280,6 +312,30 @@ def _statistics(arguments: argparse.Namespace, config: StackConfig) -> int:
         response = statistics_of(channel, arguments.unit_codes)
     sys.stdout.write(statistics_table(response, code_lists()) + "\n")
     return 0
+
+
+def _reconcile(arguments: argparse.Namespace, config: StackConfig) -> int:
+    from lienthong import reconcile, validation  # noqa: PLC0415 - only this command needs them
+    from lienthong.reference import code_lists  # noqa: PLC0415
+    from lienthong.tls import secure_channel  # noqa: PLC0415
+
+    start = arguments.start or validation.today()
+    hours = arguments.pending_hours
+    with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
+        outcome = reconcile.reconcile(
+            channel,
+            arguments.unit_code,
+            start=start,
+            end=arguments.end or start,
+            repair=arguments.repair,
+            pending_threshold=None if hours is None else dt.timedelta(hours=hours),
+            request_id=arguments.request_id,
+        )
+    if arguments.jsonl is not None:
+        with arguments.jsonl.open("w", encoding="utf-8") as out:
+            reconcile.write_jsonl(outcome.findings, out)
+    sys.stdout.write(reconcile.findings_table(outcome, code_lists()) + "\n")
+    return 1 if outcome.findings else 0
 
 
 def _replay(arguments: argparse.Namespace, config: StackConfig) -> int:

@@ -77,6 +77,8 @@ class JusticeConfig:
     administrators: tuple[str, ...] = ()
     # How long after entry the registering unit may amend without a formal correction.
     grace_window_hours: float = 24.0
+    # Systems that may reconcile any locality (never repair): the population database's.
+    reconcilers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -157,9 +159,9 @@ class _Section:
             ),
         )
 
-    def identities(self, key: str) -> frozenset[str]:
-        values = self.data.get(key)
-        if not isinstance(values, list) or not values:
+    def identities(self, key: str, *, required: bool = True) -> frozenset[str]:
+        values = self.data.get(key, None if required else [])
+        if not isinstance(values, list) or (required and not values):
             raise ConfigError(f"{self.name}.{key} must be a non-empty list of SPIFFE IDs")
         try:
             return frozenset(check_spiffe_id(str(value)) for value in values)
@@ -260,6 +262,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackCo
             grace_window_hours=justice.number(
                 "grace_window_hours", JusticeConfig.grace_window_hours, minimum=0
             ),
+            reconcilers=justice.identities("reconcilers", required=False),
         ),
         police=PoliceConfig(
             listen=police.text("listen"),

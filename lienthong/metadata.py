@@ -15,6 +15,9 @@ PURPOSE = "lienthong-purpose"
 ON_BEHALF_OF = "lienthong-on-behalf-of"
 CALLER = "lienthong-caller"
 EXCHANGE_ID = "lienthong-exchange-id"
+# The leaf index of the exchange's request entry in the audit log, durable before forwarding:
+# upstreams keep it with what the exchange changed, as the evidence of who sent it.
+EXCHANGE_LEAF = "lienthong-exchange-leaf"
 CALLER_SUPPLIED = frozenset({REQUEST_ID, PURPOSE, ON_BEHALF_OF})
 
 

@@ -1,8 +1,9 @@
-"""The history of citizen records: every issuance, update, cancellation and re-establishment.
+"""The history of citizen records: every change, from issuance to restoration.
 
 Each change names the fields it touched and the SHA-256 digests of the record before and
 after — the values themselves stay in the record only — with the request, the gateway
-exchange, the calling system and the officer on whose behalf it was made.
+exchange and its audit log leaf, the calling system and the officer on whose behalf it was
+made.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class ChangeKind(StrEnum):
     UPDATED = "UPDATED"
     CANCELLED = "CANCELLED"
     REESTABLISHED = "REESTABLISHED"
+    # A re-send found the record its history says exists deleted or cancelled unexplained.
+    RESTORED = "RESTORED"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Provenance:
     exchange_id: str | None = None
     caller: str | None = None
     on_behalf_of: str | None = None
+    exchange_leaf: int | None = None
 
     @classmethod
     def of(cls, context: grpc.ServicerContext) -> Provenance:
@@ -45,7 +49,26 @@ class Provenance:
             exchange_id=metadata.first(invocation, metadata.EXCHANGE_ID),
             caller=metadata.first(invocation, metadata.CALLER),
             on_behalf_of=metadata.first(invocation, metadata.ON_BEHALF_OF),
+            exchange_leaf=_leaf_index(metadata.first(invocation, metadata.EXCHANGE_LEAF)),
         )
+
+
+_MAX_LEAF = 2**63 - 1  # the largest value of the BigInteger column
+_MAX_LEAF_DIGITS = len(str(_MAX_LEAF))
+
+
+def _leaf_index(text: str | None) -> int | None:
+    """The leaf index in decimal text; a malformed one is left out, never refused.
+
+    The change itself is valid: a bad leaf only weakens its evidence, which reconciliation
+    reports as a change without a leaf.
+    """
+    # isdecimal() alone admits non-ASCII digits and int() a sign, spaces and underscores;
+    # the length bound keeps int() off texts too long to convert.
+    if text is None or not text.isascii() or not text.isdecimal() or len(text) > _MAX_LEAF_DIGITS:
+        return None
+    value = int(text)
+    return value if value <= _MAX_LEAF else None
 
 
 def digest(data: dict[str, Any] | None) -> str | None:
@@ -82,6 +105,7 @@ def record_change(  # noqa: PLR0913 - one row's facts, keyword-only
             request_id=request_id,
             request_sha256=request_sha256,
             exchange_id=provenance.exchange_id,
+            exchange_leaf=provenance.exchange_leaf,
             caller=provenance.caller,
             on_behalf_of=provenance.on_behalf_of,
             reason=reason,

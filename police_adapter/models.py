@@ -9,13 +9,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Engine,
     Index,
     Integer,
     SmallInteger,
     String,
-    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -87,6 +87,11 @@ class PinPoolSwap(Base):
     serial: Mapped[int] = mapped_column(Integer)
 
 
+# The changes a request_id records at most once; a re-send after drift may issue or restore
+# again under its original request_id.
+ONCE_PER_REQUEST = "kind NOT IN ('ISSUED', 'RESTORED')"
+
+
 class CitizenChange(Base):
     """One change of a citizen record: its history, never rewritten.
 
@@ -103,15 +108,27 @@ class CitizenChange(Base):
     before_sha256: Mapped[str | None] = mapped_column(String(64))
     after_sha256: Mapped[str | None] = mapped_column(String(64))
     related_pin: Mapped[str | None] = mapped_column(String(12))
-    request_id: Mapped[str] = mapped_column(String(36))
+    # Indexed in full: the unique index below is partial, which SQLite uses for few queries.
+    request_id: Mapped[str] = mapped_column(String(36), index=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     exchange_id: Mapped[str | None] = mapped_column(String(64))
+    # The leaf index of the exchange's request entry in the gateway's audit log.
+    exchange_leaf: Mapped[int | None] = mapped_column(BigInteger)
     caller: Mapped[str | None] = mapped_column(String(2048))
     on_behalf_of: Mapped[str | None] = mapped_column(String(256))
     reason: Mapped[str | None] = mapped_column(String(500))
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
-    __table_args__ = (UniqueConstraint("request_id", "kind", name="citizen_change_request"),)
+    __table_args__ = (
+        Index(
+            "citizen_change_request",
+            "request_id",
+            "kind",
+            unique=True,
+            sqlite_where=text(ONCE_PER_REQUEST),
+            postgresql_where=text(ONCE_PER_REQUEST),
+        ),
+    )
 
 
 def create_schema(engine: Engine) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 import structlog
 from google.protobuf import json_format, timestamp_pb2
@@ -19,11 +20,13 @@ from lienthong.validation import Violations
 from police_adapter.allocation import draw_serial
 from police_adapter.correction import CLAIMABLE, apply_update, earlier_answer, verify_claim
 from police_adapter.history import ChangeKind, Provenance, record_change
-from police_adapter.models import CitizenRecord
+from police_adapter.models import CitizenChange, CitizenRecord
 from police_adapter.validation import validate_issue_request, validate_update_request
 
 log = structlog.get_logger(__name__)
 
+ACTIVE = citizen_pb2.CITIZEN_STATE_ACTIVE
+CANCELLED = citizen_pb2.CITIZEN_STATE_CANCELLED
 _CITIZEN_NAME = re.compile(r"^citizens/(\d{12})$")
 # A unique-index race (two processes issuing for one registration) is retried this often.
 _ATTEMPTS = 3
@@ -42,77 +45,38 @@ class PopulationRegister:
         request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest,
         provenance: Provenance | None = None,
     ) -> citizen_service_pb2.IssuePersonalIdentificationNumberResponse:
-        """Return the registration's PIN, issuing it on the first call (idempotent)."""
+        """Return the registration's PIN, issuing it on the first call (idempotent).
+
+        A re-send restores the record its history says exists, when it was deleted or
+        cancelled outside the recorded path (see _restored).
+        """
         unit = validate_issue_request(request, self._codes)
         birth = request.registered_birth
+        provenance = provenance or Provenance()
+        prefix = pin.prefix(
+            self._codes.pin_province_code(unit), birth.date_of_birth.year, birth.sex
+        )
         for attempt in range(_ATTEMPTS):
             try:
                 with self._sessions.begin() as session:
-                    existing = self._existing(session, request)
-                    if existing is not None:
-                        return citizen_service_pb2.IssuePersonalIdentificationNumberResponse(
-                            personal_identification_number=existing, newly_issued=False
-                        )
-                    prefix = pin.prefix(
-                        self._codes.pin_province_code(unit), birth.date_of_birth.year, birth.sex
-                    )
-                    number = f"{prefix}{draw_serial(session, prefix):06d}"
-                    data = json_format.MessageToDict(birth, preserving_proto_field_name=True)
-                    record_change(
-                        session,
-                        kind=ChangeKind.ISSUED,
-                        pin=number,
-                        request_id=request.request_id,
-                        provenance=provenance or Provenance(),
-                        after=data,
-                    )
-                    session.add(
-                        CitizenRecord(
-                            pin=number,
-                            state=citizen_pb2.CITIZEN_STATE_ACTIVE,
-                            birth_registration=birth.birth_registration,
-                            request_id=request.request_id,
-                            province_code=number[:3],
-                            sex=birth.sex,
-                            birth_year=birth.date_of_birth.year,
-                            data=data,
-                        )
-                    )
+                    existing = _existing(session, request)
+                    number = _restored(session, request, existing, prefix, provenance)
+                    if number is None and existing is not None:
+                        return _answer(existing.pin, newly_issued=False)
+                    newly_issued = number is None
+                    if number is None:
+                        number = _issued(session, request, prefix, provenance)
                 log.info(
-                    "pin_issued",
+                    "pin_issued" if newly_issued else "pin_restored",
                     birth_registration=birth.birth_registration,
                     request_id=request.request_id,
                 )
-                return citizen_service_pb2.IssuePersonalIdentificationNumberResponse(
-                    personal_identification_number=number, newly_issued=True
-                )
+                return _answer(number, newly_issued=newly_issued)
             except IntegrityError:
                 # Another process issued for this registration or request_id meanwhile.
                 if attempt == _ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _existing(
-        session: Session, request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest
-    ) -> str | None:
-        registration = request.registered_birth.birth_registration
-        by_request = session.scalars(
-            select(CitizenRecord).where(CitizenRecord.request_id == request.request_id)
-        ).one_or_none()
-        if by_request is not None:
-            if by_request.birth_registration != registration:
-                raise AlreadyExists(
-                    "request_id was used for another registration", reason="REQUEST_ID_REUSED"
-                )
-            return _in_force(session, by_request).pin
-        active = session.scalars(
-            select(CitizenRecord).where(
-                CitizenRecord.birth_registration == registration,
-                CitizenRecord.state == citizen_pb2.CITIZEN_STATE_ACTIVE,
-            )
-        ).one_or_none()
-        return active.pin if active is not None else None
 
     def update(
         self,
@@ -177,6 +141,178 @@ class PopulationRegister:
             if record is None:
                 raise NotFound(f"no citizen {name}")
             return _to_message(record)
+
+
+def _answer(
+    number: str, *, newly_issued: bool
+) -> citizen_service_pb2.IssuePersonalIdentificationNumberResponse:
+    return citizen_service_pb2.IssuePersonalIdentificationNumberResponse(
+        personal_identification_number=number, newly_issued=newly_issued
+    )
+
+
+def _data(birth: citizen_pb2.RegisteredBirth) -> dict[str, Any]:
+    """A registered birth as a record stores it: the protobuf JSON mapping."""
+    return json_format.MessageToDict(birth, preserving_proto_field_name=True)
+
+
+def _record(
+    number: str,
+    request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest,
+    data: dict[str, Any],
+) -> CitizenRecord:
+    """A record in force for the request's registered birth, as issuance creates it."""
+    birth = request.registered_birth
+    return CitizenRecord(
+        pin=number,
+        state=ACTIVE,
+        birth_registration=birth.birth_registration,
+        request_id=request.request_id,
+        province_code=number[:3],
+        sex=birth.sex,
+        birth_year=birth.date_of_birth.year,
+        data=data,
+    )
+
+
+def _issued(
+    session: Session,
+    request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest,
+    prefix: str,
+    provenance: Provenance,
+) -> str:
+    """Draw a new PIN of ``prefix`` and create its record; the PIN."""
+    number = f"{prefix}{draw_serial(session, prefix):06d}"
+    data = _data(request.registered_birth)
+    record_change(
+        session,
+        kind=ChangeKind.ISSUED,
+        pin=number,
+        request_id=request.request_id,
+        provenance=provenance,
+        after=data,
+    )
+    session.add(_record(number, request, data))
+    return number
+
+
+def _existing(
+    session: Session, request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest
+) -> CitizenRecord | None:
+    """The record an earlier call with this request_id or registration left in force."""
+    registration = request.registered_birth.birth_registration
+    by_request = session.scalars(
+        select(CitizenRecord).where(CitizenRecord.request_id == request.request_id)
+    ).one_or_none()
+    if by_request is not None:
+        if by_request.birth_registration != registration:
+            raise AlreadyExists(
+                "request_id was used for another registration", reason="REQUEST_ID_REUSED"
+            )
+        return _in_force(session, by_request)
+    return _active(session, registration)
+
+
+def _active(session: Session, registration: str) -> CitizenRecord | None:
+    return session.scalars(
+        select(CitizenRecord).where(
+            CitizenRecord.birth_registration == registration,
+            CitizenRecord.state == ACTIVE,
+        )
+    ).one_or_none()
+
+
+def _restored(
+    session: Session,
+    request: citizen_service_pb2.IssuePersonalIdentificationNumberRequest,
+    existing: CitizenRecord | None,
+    prefix: str,
+    provenance: Provenance,
+) -> str | None:
+    """Restore what the history says this request issued, if it went missing; its PIN.
+
+    Reconciliation repairs drift by re-sending a registration with its original request_id.
+    The history, not the record, is then the authority: a record cancelled without a
+    recorded cancellation is put back in force, and a record whose row is gone is re-created
+    with its PIN from the registered birth sent — when that PIN still encodes the data sent.
+    """
+    if existing is not None:
+        return _reinstated(session, existing, request.request_id, provenance)
+    lost = _lost_issue(session, request.request_id, prefix)
+    if lost is None:
+        return None
+    data = _data(request.registered_birth)
+    record = _record(lost.pin, request, data)
+    record.create_time = lost.create_time  # the record's own, not the repair's
+    session.add(record)
+    record_change(
+        session,
+        kind=ChangeKind.RESTORED,
+        pin=lost.pin,
+        request_id=request.request_id,
+        provenance=provenance,
+        after=data,
+    )
+    return lost.pin
+
+
+def _reinstated(
+    session: Session, record: CitizenRecord, request_id: str, provenance: Provenance
+) -> str | None:
+    """Put back in force a record cancelled outside the recorded path; its PIN."""
+    if record.state != CANCELLED or record.replaced_by is not None:
+        return None
+    # Locked and read again: concurrent re-sends restore it once (PostgreSQL).
+    session.refresh(record, with_for_update=True)
+    if (
+        record.state != CANCELLED
+        or record.replaced_by is not None
+        or _was_cancelled(session, record.pin)
+        # Another record in force for the registration came later; two would break the rule.
+        or _active(session, record.birth_registration) is not None
+    ):
+        return None
+    record.state = ACTIVE
+    record_change(
+        session,
+        kind=ChangeKind.RESTORED,
+        pin=record.pin,
+        request_id=request_id,
+        provenance=provenance,
+        before=record.data,
+        after=record.data,
+        fields=["state"],
+    )
+    return record.pin
+
+
+def _lost_issue(session: Session, request_id: str, prefix: str) -> CitizenChange | None:
+    """The newest change that gave this request_id a PIN of ``prefix`` whose row is gone."""
+    changes = session.scalars(
+        select(CitizenChange)
+        .where(
+            CitizenChange.request_id == request_id,
+            CitizenChange.kind.in_([ChangeKind.ISSUED.value, ChangeKind.REESTABLISHED.value]),
+        )
+        .order_by(CitizenChange.id.desc())
+    )
+    for change in changes:
+        if (
+            change.pin[:6] == prefix
+            and session.get(CitizenRecord, change.pin) is None
+            # A cancelled PIN is never in force again, whatever became of its row.
+            and not _was_cancelled(session, change.pin)
+        ):
+            return change
+    return None
+
+
+def _was_cancelled(session: Session, number: str) -> bool:
+    """Whether the history records a cancellation of ``number``."""
+    cancellation = select(CitizenChange.id).where(
+        CitizenChange.pin == number, CitizenChange.kind == ChangeKind.CANCELLED.value
+    )
+    return session.scalars(cancellation.limit(1)).first() is not None
 
 
 def _in_force(session: Session, record: CitizenRecord) -> CitizenRecord:

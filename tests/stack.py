@@ -21,6 +21,7 @@ from lienthong.tls import TlsFiles, secure_channel
 from police_adapter.server import create_server as create_police
 
 GATEWAY_ID = "spiffe://lienthong.local/gateway"
+POPULATION_ID = "spiffe://lienthong.local/mps/population"
 OFFICERS = "spiffe://lienthong.local/moj/officers/"
 POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
 
@@ -173,7 +174,7 @@ def start_stack(
     justice_config = JusticeConfig(
         justice_address, tls_of(pki, "justice"), f"sqlite:///{directory / 'justice.db'}",
         gateway_address, trusted, administrators=(BOOTSTRAP_ADMINISTRATOR,),
-        grace_window_hours=grace_window_hours,
+        grace_window_hours=grace_window_hours, reconcilers=frozenset({POPULATION_ID}),
     )  # fmt: skip
     police, _ = create_police(police_config)
     justice = create_adapter(justice_config)
@@ -186,6 +187,7 @@ def start_stack(
             routes={
                 "lienthong.civilregistry.v1.BirthRegistrationService": justice_address,
                 "lienthong.civilregistry.v1.OfficerService": justice_address,
+                "lienthong.civilregistry.v1.ReconciliationService": justice_address,
                 "lienthong.population.v1.CitizenService": police_address,
             },
             audit=AuditConfig(

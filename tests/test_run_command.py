@@ -36,6 +36,7 @@ signing_key = "pki/audit-log.key"
 [gateway.routes]
 "lienthong.civilregistry.v1.BirthRegistrationService" = "127.0.0.1:{justice}"
 "lienthong.civilregistry.v1.OfficerService" = "127.0.0.1:{justice}"
+"lienthong.civilregistry.v1.ReconciliationService" = "127.0.0.1:{justice}"
 "lienthong.population.v1.CitizenService" = "127.0.0.1:{police}"
 
 [justice]

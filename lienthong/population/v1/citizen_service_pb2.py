@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lienthong.calendar.v1 import date_pb2 as lienthong_dot_calendar_dot_v1_dot_date__pb2
 from lienthong.person.v1 import ethnicity_pb2 as lienthong_dot_person_dot_v1_dot_ethnicity__pb2
 from lienthong.person.v1 import nationality_pb2 as lienthong_dot_person_dot_v1_dot_nationality__pb2
@@ -32,45 +33,55 @@ from lienthong.place.v1 import administrative_unit_pb2 as lienthong_dot_place_do
 from lienthong.population.v1 import citizen_pb2 as lienthong_dot_population_dot_v1_dot_citizen__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-lienthong/population/v1/citizen_service.proto\x12\x17lienthong.population.v1\x1a google/protobuf/field_mask.proto\x1a lienthong/calendar/v1/date.proto\x1a#lienthong/person/v1/ethnicity.proto\x1a%lienthong/person/v1/nationality.proto\x1a%lienthong/person/v1/person_name.proto\x1a\x1dlienthong/person/v1/sex.proto\x1a,lienthong/place/v1/administrative_unit.proto\x1a%lienthong/population/v1/citizen.proto\"\x82\x01\n(IssuePersonalIdentificationNumberRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x42\n\x10registered_birth\x18\x02 \x01(\x0b\x32(.lienthong.population.v1.RegisteredBirth\"i\n)IssuePersonalIdentificationNumberResponse\x12&\n\x1epersonal_identification_number\x18\x01 \x01(\t\x12\x14\n\x0cnewly_issued\x18\x02 \x01(\x08\"\x89\x01\n/StreamIssuePersonalIdentificationNumbersRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x42\n\x10registered_birth\x18\x02 \x01(\x0b\x32(.lienthong.population.v1.RegisteredBirth\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"p\n\x0cIssueFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x41\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\'.lienthong.population.v1.FieldViolation\"\xe0\x01\n0StreamIssuePersonalIdentificationNumbersResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12T\n\x06issued\x18\x02 \x01(\x0b\x32\x42.lienthong.population.v1.IssuePersonalIdentificationNumberResponseH\x00\x12\x38\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32%.lienthong.population.v1.IssueFailureH\x00\x42\x08\n\x06result\"!\n\x11GetCitizenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x12GetCitizenResponse\x12\x31\n\x07\x63itizen\x18\x01 \x01(\x0b\x32 .lienthong.population.v1.Citizen\"\xcb\x02\n\x0c\x43itizenClaim\x12\x32\n\tfull_name\x18\x01 \x01(\x0b\x32\x1f.lienthong.person.v1.PersonName\x12\x32\n\rdate_of_birth\x18\x02 \x01(\x0b\x32\x1b.lienthong.calendar.v1.Date\x12%\n\x03sex\x18\x03 \x01(\x0e\x32\x18.lienthong.person.v1.Sex\x12\x42\n\x12registration_place\x18\x04 \x01(\x0b\x32&.lienthong.place.v1.AdministrativeUnit\x12\x31\n\tethnicity\x18\x05 \x01(\x0b\x32\x1e.lienthong.person.v1.Ethnicity\x12\x35\n\x0bnationality\x18\x06 \x01(\x0b\x32 .lienthong.person.v1.Nationality\"_\n\x11\x46ieldVerification\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12;\n\x06result\x18\x02 \x01(\x0e\x32+.lienthong.population.v1.VerificationResult\"t\n\x14VerifyCitizenRequest\x12&\n\x1epersonal_identification_number\x18\x01 \x01(\t\x12\x34\n\x05\x63laim\x18\x02 \x01(\x0b\x32%.lienthong.population.v1.CitizenClaim\"T\n\x15VerifyCitizenResponse\x12;\n\x07results\x18\x01 \x03(\x0b\x32*.lienthong.population.v1.FieldVerification\"\x9e\x01\n\x14UpdateCitizenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x07\x63itizen\x18\x02 \x01(\x0b\x32 .lienthong.population.v1.Citizen\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xb6\x01\n\x15UpdateCitizenResponse\x12\x31\n\x07\x63itizen\x18\x01 \x01(\x0b\x32 .lienthong.population.v1.Citizen\x12\x38\n\x0bpin_outcome\x18\x02 \x01(\x0e\x32#.lienthong.population.v1.PinOutcome\x12\x30\n(cancelled_personal_identification_number\x18\x03 \x01(\t*\x9b\x01\n\x12VerificationResult\x12#\n\x1fVERIFICATION_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n\x19VERIFICATION_RESULT_MATCH\x10\x01\x12 \n\x1cVERIFICATION_RESULT_MISMATCH\x10\x02\x12\x1f\n\x1bVERIFICATION_RESULT_UNKNOWN\x10\x03*^\n\nPinOutcome\x12\x1b\n\x17PIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10PIN_OUTCOME_KEPT\x10\x01\x12\x1d\n\x19PIN_OUTCOME_REESTABLISHED\x10\x02\x32\xca\x05\n\x0e\x43itizenService\x12\xaa\x01\n!IssuePersonalIdentificationNumber\x12\x41.lienthong.population.v1.IssuePersonalIdentificationNumberRequest\x1a\x42.lienthong.population.v1.IssuePersonalIdentificationNumberResponse\x12\xc3\x01\n(StreamIssuePersonalIdentificationNumbers\x12H.lienthong.population.v1.StreamIssuePersonalIdentificationNumbersRequest\x1aI.lienthong.population.v1.StreamIssuePersonalIdentificationNumbersResponse(\x01\x30\x01\x12\x65\n\nGetCitizen\x12*.lienthong.population.v1.GetCitizenRequest\x1a+.lienthong.population.v1.GetCitizenResponse\x12n\n\rVerifyCitizen\x12-.lienthong.population.v1.VerifyCitizenRequest\x1a..lienthong.population.v1.VerifyCitizenResponse\x12n\n\rUpdateCitizen\x12-.lienthong.population.v1.UpdateCitizenRequest\x1a..lienthong.population.v1.UpdateCitizenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-lienthong/population/v1/citizen_service.proto\x12\x17lienthong.population.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lienthong/calendar/v1/date.proto\x1a#lienthong/person/v1/ethnicity.proto\x1a%lienthong/person/v1/nationality.proto\x1a%lienthong/person/v1/person_name.proto\x1a\x1dlienthong/person/v1/sex.proto\x1a,lienthong/place/v1/administrative_unit.proto\x1a%lienthong/population/v1/citizen.proto\"\x82\x01\n(IssuePersonalIdentificationNumberRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x42\n\x10registered_birth\x18\x02 \x01(\x0b\x32(.lienthong.population.v1.RegisteredBirth\"i\n)IssuePersonalIdentificationNumberResponse\x12&\n\x1epersonal_identification_number\x18\x01 \x01(\t\x12\x14\n\x0cnewly_issued\x18\x02 \x01(\x08\"\x89\x01\n/StreamIssuePersonalIdentificationNumbersRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x42\n\x10registered_birth\x18\x02 \x01(\x0b\x32(.lienthong.population.v1.RegisteredBirth\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"p\n\x0cIssueFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x41\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\'.lienthong.population.v1.FieldViolation\"\xe0\x01\n0StreamIssuePersonalIdentificationNumbersResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12T\n\x06issued\x18\x02 \x01(\x0b\x32\x42.lienthong.population.v1.IssuePersonalIdentificationNumberResponseH\x00\x12\x38\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32%.lienthong.population.v1.IssueFailureH\x00\x42\x08\n\x06result\"!\n\x11GetCitizenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x12GetCitizenResponse\x12\x31\n\x07\x63itizen\x18\x01 \x01(\x0b\x32 .lienthong.population.v1.Citizen\"\xcb\x02\n\x0c\x43itizenClaim\x12\x32\n\tfull_name\x18\x01 \x01(\x0b\x32\x1f.lienthong.person.v1.PersonName\x12\x32\n\rdate_of_birth\x18\x02 \x01(\x0b\x32\x1b.lienthong.calendar.v1.Date\x12%\n\x03sex\x18\x03 \x01(\x0e\x32\x18.lienthong.person.v1.Sex\x12\x42\n\x12registration_place\x18\x04 \x01(\x0b\x32&.lienthong.place.v1.AdministrativeUnit\x12\x31\n\tethnicity\x18\x05 \x01(\x0b\x32\x1e.lienthong.person.v1.Ethnicity\x12\x35\n\x0bnationality\x18\x06 \x01(\x0b\x32 .lienthong.person.v1.Nationality\"_\n\x11\x46ieldVerification\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12;\n\x06result\x18\x02 \x01(\x0e\x32+.lienthong.population.v1.VerificationResult\"t\n\x14VerifyCitizenRequest\x12&\n\x1epersonal_identification_number\x18\x01 \x01(\t\x12\x34\n\x05\x63laim\x18\x02 \x01(\x0b\x32%.lienthong.population.v1.CitizenClaim\"T\n\x15VerifyCitizenResponse\x12;\n\x07results\x18\x01 \x03(\x0b\x32*.lienthong.population.v1.FieldVerification\"\x9e\x01\n\x14UpdateCitizenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x07\x63itizen\x18\x02 \x01(\x0b\x32 .lienthong.population.v1.Citizen\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xb6\x01\n\x15UpdateCitizenResponse\x12\x31\n\x07\x63itizen\x18\x01 \x01(\x0b\x32 .lienthong.population.v1.Citizen\x12\x38\n\x0bpin_outcome\x18\x02 \x01(\x0e\x32#.lienthong.population.v1.PinOutcome\x12\x30\n(cancelled_personal_identification_number\x18\x03 \x01(\t\"v\n\x19ListCitizenDigestsRequest\x12\x15\n\rprovince_code\x18\x01 \x01(\t\x12\x34\n\x10\x63reate_time_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04salt\x18\x03 \x01(\x0c\"V\n\x1aListCitizenDigestsResponse\x12\x38\n\x08\x63itizens\x18\x01 \x03(\x0b\x32&.lienthong.population.v1.CitizenDigest\"\xd2\x02\n\rCitizenDigest\x12&\n\x1epersonal_identification_number\x18\x01 \x01(\t\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32%.lienthong.population.v1.CitizenState\x12\x1a\n\x12\x62irth_registration\x18\x03 \x01(\t\x12\x13\n\x0breplaced_by\x18\x04 \x01(\t\x12;\n\rfield_digests\x18\x05 \x03(\x0b\x32$.lienthong.population.v1.FieldDigest\x12\x34\n\x06\x65vents\x18\x06 \x03(\x0b\x32$.lienthong.population.v1.RecordEvent\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06intact\x18\x08 \x01(\x08\",\n\x0b\x46ieldDigest\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\"\x82\x01\n\x0bRecordEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x65xchange_id\x18\x02 \x01(\t\x12\x17\n\nleaf_index\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_leaf_index*\x9b\x01\n\x12VerificationResult\x12#\n\x1fVERIFICATION_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n\x19VERIFICATION_RESULT_MATCH\x10\x01\x12 \n\x1cVERIFICATION_RESULT_MISMATCH\x10\x02\x12\x1f\n\x1bVERIFICATION_RESULT_UNKNOWN\x10\x03*^\n\nPinOutcome\x12\x1b\n\x17PIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10PIN_OUTCOME_KEPT\x10\x01\x12\x1d\n\x19PIN_OUTCOME_REESTABLISHED\x10\x02\x32\xcb\x06\n\x0e\x43itizenService\x12\xaa\x01\n!IssuePersonalIdentificationNumber\x12\x41.lienthong.population.v1.IssuePersonalIdentificationNumberRequest\x1a\x42.lienthong.population.v1.IssuePersonalIdentificationNumberResponse\x12\xc3\x01\n(StreamIssuePersonalIdentificationNumbers\x12H.lienthong.population.v1.StreamIssuePersonalIdentificationNumbersRequest\x1aI.lienthong.population.v1.StreamIssuePersonalIdentificationNumbersResponse(\x01\x30\x01\x12\x65\n\nGetCitizen\x12*.lienthong.population.v1.GetCitizenRequest\x1a+.lienthong.population.v1.GetCitizenResponse\x12n\n\rVerifyCitizen\x12-.lienthong.population.v1.VerifyCitizenRequest\x1a..lienthong.population.v1.VerifyCitizenResponse\x12n\n\rUpdateCitizen\x12-.lienthong.population.v1.UpdateCitizenRequest\x1a..lienthong.population.v1.UpdateCitizenResponse\x12\x7f\n\x12ListCitizenDigests\x12\x32.lienthong.population.v1.ListCitizenDigestsRequest\x1a\x33.lienthong.population.v1.ListCitizenDigestsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lienthong.population.v1.citizen_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERIFICATIONRESULT']._serialized_start=2238
-  _globals['_VERIFICATIONRESULT']._serialized_end=2393
-  _globals['_PINOUTCOME']._serialized_start=2395
-  _globals['_PINOUTCOME']._serialized_end=2489
-  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERREQUEST']._serialized_start=374
-  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERREQUEST']._serialized_end=504
-  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERRESPONSE']._serialized_start=506
-  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERRESPONSE']._serialized_end=611
-  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSREQUEST']._serialized_start=614
-  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSREQUEST']._serialized_end=751
-  _globals['_FIELDVIOLATION']._serialized_start=753
-  _globals['_FIELDVIOLATION']._serialized_end=805
-  _globals['_ISSUEFAILURE']._serialized_start=807
-  _globals['_ISSUEFAILURE']._serialized_end=919
-  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSRESPONSE']._serialized_start=922
-  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSRESPONSE']._serialized_end=1146
-  _globals['_GETCITIZENREQUEST']._serialized_start=1148
-  _globals['_GETCITIZENREQUEST']._serialized_end=1181
-  _globals['_GETCITIZENRESPONSE']._serialized_start=1183
-  _globals['_GETCITIZENRESPONSE']._serialized_end=1254
-  _globals['_CITIZENCLAIM']._serialized_start=1257
-  _globals['_CITIZENCLAIM']._serialized_end=1588
-  _globals['_FIELDVERIFICATION']._serialized_start=1590
-  _globals['_FIELDVERIFICATION']._serialized_end=1685
-  _globals['_VERIFYCITIZENREQUEST']._serialized_start=1687
-  _globals['_VERIFYCITIZENREQUEST']._serialized_end=1803
-  _globals['_VERIFYCITIZENRESPONSE']._serialized_start=1805
-  _globals['_VERIFYCITIZENRESPONSE']._serialized_end=1889
-  _globals['_UPDATECITIZENREQUEST']._serialized_start=1892
-  _globals['_UPDATECITIZENREQUEST']._serialized_end=2050
-  _globals['_UPDATECITIZENRESPONSE']._serialized_start=2053
-  _globals['_UPDATECITIZENRESPONSE']._serialized_end=2235
-  _globals['_CITIZENSERVICE']._serialized_start=2492
-  _globals['_CITIZENSERVICE']._serialized_end=3206
+  _globals['_VERIFICATIONRESULT']._serialized_start=2999
+  _globals['_VERIFICATIONRESULT']._serialized_end=3154
+  _globals['_PINOUTCOME']._serialized_start=3156
+  _globals['_PINOUTCOME']._serialized_end=3250
+  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERREQUEST']._serialized_start=407
+  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERREQUEST']._serialized_end=537
+  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERRESPONSE']._serialized_start=539
+  _globals['_ISSUEPERSONALIDENTIFICATIONNUMBERRESPONSE']._serialized_end=644
+  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSREQUEST']._serialized_start=647
+  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSREQUEST']._serialized_end=784
+  _globals['_FIELDVIOLATION']._serialized_start=786
+  _globals['_FIELDVIOLATION']._serialized_end=838
+  _globals['_ISSUEFAILURE']._serialized_start=840
+  _globals['_ISSUEFAILURE']._serialized_end=952
+  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSRESPONSE']._serialized_start=955
+  _globals['_STREAMISSUEPERSONALIDENTIFICATIONNUMBERSRESPONSE']._serialized_end=1179
+  _globals['_GETCITIZENREQUEST']._serialized_start=1181
+  _globals['_GETCITIZENREQUEST']._serialized_end=1214
+  _globals['_GETCITIZENRESPONSE']._serialized_start=1216
+  _globals['_GETCITIZENRESPONSE']._serialized_end=1287
+  _globals['_CITIZENCLAIM']._serialized_start=1290
+  _globals['_CITIZENCLAIM']._serialized_end=1621
+  _globals['_FIELDVERIFICATION']._serialized_start=1623
+  _globals['_FIELDVERIFICATION']._serialized_end=1718
+  _globals['_VERIFYCITIZENREQUEST']._serialized_start=1720
+  _globals['_VERIFYCITIZENREQUEST']._serialized_end=1836
+  _globals['_VERIFYCITIZENRESPONSE']._serialized_start=1838
+  _globals['_VERIFYCITIZENRESPONSE']._serialized_end=1922
+  _globals['_UPDATECITIZENREQUEST']._serialized_start=1925
+  _globals['_UPDATECITIZENREQUEST']._serialized_end=2083
+  _globals['_UPDATECITIZENRESPONSE']._serialized_start=2086
+  _globals['_UPDATECITIZENRESPONSE']._serialized_end=2268
+  _globals['_LISTCITIZENDIGESTSREQUEST']._serialized_start=2270
+  _globals['_LISTCITIZENDIGESTSREQUEST']._serialized_end=2388
+  _globals['_LISTCITIZENDIGESTSRESPONSE']._serialized_start=2390
+  _globals['_LISTCITIZENDIGESTSRESPONSE']._serialized_end=2476
+  _globals['_CITIZENDIGEST']._serialized_start=2479
+  _globals['_CITIZENDIGEST']._serialized_end=2817
+  _globals['_FIELDDIGEST']._serialized_start=2819
+  _globals['_FIELDDIGEST']._serialized_end=2863
+  _globals['_RECORDEVENT']._serialized_start=2866
+  _globals['_RECORDEVENT']._serialized_end=2996
+  _globals['_CITIZENSERVICE']._serialized_start=3253
+  _globals['_CITIZENSERVICE']._serialized_end=4096
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lienthong.calendar.v1 import date_pb2 as _date_pb2
@@ -506,3 +507,192 @@ class UpdateCitizenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateCitizenResponse: _TypeAlias = UpdateCitizenResponse  # noqa: Y015
+
+@_typing.final
+class ListCitizenDigestsRequest(_message.Message):
+    """ListCitizenDigestsRequest is the input of ListCitizenDigests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVINCE_CODE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FROM_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    province_code: _builtins.str
+    """Province code is the statistics office code (2 digits) of the province whose
+    registrations the records come from. Required.
+    """
+    salt: _builtins.bytes
+    """Salt is 16 to 64 bytes, chosen afresh for each reconciliation, that every digest
+    begins with: digests of one run cannot be matched against another run's, nor against a
+    table of digests of likely values. Required.
+    """
+    @_builtins.property
+    def create_time_from(self) -> _timestamp_pb2.Timestamp:
+        """Create time from keeps the records created at or after this time. Optional."""
+
+    def __init__(
+        self,
+        *,
+        province_code: _builtins.str = ...,
+        create_time_from: _timestamp_pb2.Timestamp | None = ...,
+        salt: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_from", b"create_time_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time_from", b"create_time_from", "province_code", b"province_code", "salt", b"salt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCitizenDigestsRequest: _TypeAlias = ListCitizenDigestsRequest  # noqa: Y015
+
+@_typing.final
+class ListCitizenDigestsResponse(_message.Message):
+    """ListCitizenDigestsResponse is one batch of ListCitizenDigests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CITIZENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def citizens(self) -> _containers.RepeatedCompositeFieldContainer[Global___CitizenDigest]:
+        """Citizen records of this batch, in PIN order."""
+
+    def __init__(
+        self,
+        *,
+        citizens: _abc.Iterable[Global___CitizenDigest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citizens", b"citizens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCitizenDigestsResponse: _TypeAlias = ListCitizenDigestsResponse  # noqa: Y015
+
+@_typing.final
+class CitizenDigest(_message.Message):
+    """CitizenDigest is what a reconciliation learns of one citizen record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONAL_IDENTIFICATION_NUMBER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    BIRTH_REGISTRATION_FIELD_NUMBER: _builtins.int
+    REPLACED_BY_FIELD_NUMBER: _builtins.int
+    FIELD_DIGESTS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    INTACT_FIELD_NUMBER: _builtins.int
+    personal_identification_number: _builtins.str
+    """Personal identification number of the record."""
+    state: _citizen_pb2.CitizenState.ValueType
+    """State of the record."""
+    birth_registration: _builtins.str
+    """Birth registration is the registry's resource name of the source registration."""
+    replaced_by: _builtins.str
+    """Replaced by is the PIN established instead, when the record is cancelled."""
+    intact: _builtins.bool
+    """Intact is false when the record's data differs from what its own history says its last
+    change left: it was changed outside the recorded path.
+    """
+    @_builtins.property
+    def field_digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldDigest]:
+        """Field digests, one per field of RegisteredBirth other than birth_registration, in
+        field number order; a field the record does not hold has no digest.
+        """
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordEvent]:
+        """Events are the exchanges that created or changed the record, oldest first."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Create time of the record."""
+
+    def __init__(
+        self,
+        *,
+        personal_identification_number: _builtins.str = ...,
+        state: _citizen_pb2.CitizenState.ValueType = ...,
+        birth_registration: _builtins.str = ...,
+        replaced_by: _builtins.str = ...,
+        field_digests: _abc.Iterable[Global___FieldDigest] | None = ...,
+        events: _abc.Iterable[Global___RecordEvent] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        intact: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_registration", b"birth_registration", "create_time", b"create_time", "events", b"events", "field_digests", b"field_digests", "intact", b"intact", "personal_identification_number", b"personal_identification_number", "replaced_by", b"replaced_by", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CitizenDigest: _TypeAlias = CitizenDigest  # noqa: Y015
+
+@_typing.final
+class FieldDigest(_message.Message):
+    """FieldDigest is the salted digest of one field of a RegisteredBirth."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """Field is the name of the RegisteredBirth field, for example "full_name"."""
+    sha256: _builtins.bytes
+    """SHA-256 of the salt followed by the deterministic binary serialization (fields in number
+    order, no unknown fields) of a RegisteredBirth that holds this field only.
+    """
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        sha256: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldDigest: _TypeAlias = FieldDigest  # noqa: Y015
+
+@_typing.final
+class RecordEvent(_message.Message):
+    """RecordEvent is one exchange that created or changed a record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    EXCHANGE_ID_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """Kind of change: "ISSUED", "UPDATED", "CANCELLED", "REESTABLISHED" or "RESTORED"."""
+    exchange_id: _builtins.str
+    """Exchange ID is the gateway's identifier of the exchange (lienthong-exchange-id)."""
+    leaf_index: _builtins.int
+    """Leaf index of the exchange's request entry in the gateway's audit log; absent when the
+    change did not come through the gateway.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Time of the change."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        exchange_id: _builtins.str = ...,
+        leaf_index: _builtins.int | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_leaf_index", b"_leaf_index", "leaf_index", b"leaf_index", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leaf_index", b"_leaf_index", "exchange_id", b"exchange_id", "kind", b"kind", "leaf_index", b"leaf_index", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__leaf_index: _TypeAlias = _typing.Literal["leaf_index"]  # noqa: Y015
+    _WhichOneofArgType__leaf_index: _TypeAlias = _typing.Literal["_leaf_index", b"_leaf_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__leaf_index) -> _WhichOneofReturnType__leaf_index | None: ...
+
+Global___RecordEvent: _TypeAlias = RecordEvent  # noqa: Y015

@@ -63,6 +63,11 @@ class CitizenServiceStub:
                 request_serializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.UpdateCitizenRequest.SerializeToString,
                 response_deserializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.UpdateCitizenResponse.FromString,
                 _registered_method=True)
+        self.ListCitizenDigests = channel.unary_stream(
+                '/lienthong.population.v1.CitizenService/ListCitizenDigests',
+                request_serializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.ListCitizenDigestsRequest.SerializeToString,
+                response_deserializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.ListCitizenDigestsResponse.FromString,
+                _registered_method=True)
 
 
 class CitizenServiceServicer:
@@ -121,6 +126,17 @@ class CitizenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCitizenDigests(self, request, context):
+        """ListCitizenDigests streams, for a reconciliation with the civil-status registry, the
+        citizen records of one province (cancelled ones included): for each its PIN, state,
+        source registration, the exchanges that created or changed it, and salted SHA-256
+        digests of its fields, never the values. Records come in batches, in PIN order.
+        Errors: INVALID_ARGUMENT (field violations), PERMISSION_DENIED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CitizenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +164,11 @@ def add_CitizenServiceServicer_to_server(servicer, server):
                     servicer.UpdateCitizen,
                     request_deserializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.UpdateCitizenRequest.FromString,
                     response_serializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.UpdateCitizenResponse.SerializeToString,
+            ),
+            'ListCitizenDigests': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListCitizenDigests,
+                    request_deserializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.ListCitizenDigestsRequest.FromString,
+                    response_serializer=lienthong_dot_population_dot_v1_dot_citizen__service__pb2.ListCitizenDigestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -289,6 +310,33 @@ class CitizenService:
             '/lienthong.population.v1.CitizenService/UpdateCitizen',
             lienthong_dot_population_dot_v1_dot_citizen__service__pb2.UpdateCitizenRequest.SerializeToString,
             lienthong_dot_population_dot_v1_dot_citizen__service__pb2.UpdateCitizenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCitizenDigests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lienthong.population.v1.CitizenService/ListCitizenDigests',
+            lienthong_dot_population_dot_v1_dot_citizen__service__pb2.ListCitizenDigestsRequest.SerializeToString,
+            lienthong_dot_population_dot_v1_dot_citizen__service__pb2.ListCitizenDigestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

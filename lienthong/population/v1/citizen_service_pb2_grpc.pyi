@@ -66,6 +66,13 @@ class CitizenServiceStub:
     Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the record is cancelled),
     ALREADY_EXISTS (request_id reused with different content), UNAVAILABLE.
     """
+    ListCitizenDigests: _grpc.UnaryStreamMultiCallable[_citizen_service_pb2.ListCitizenDigestsRequest, _citizen_service_pb2.ListCitizenDigestsResponse]
+    """ListCitizenDigests streams, for a reconciliation with the civil-status registry, the
+    citizen records of one province (cancelled ones included): for each its PIN, state,
+    source registration, the exchanges that created or changed it, and salted SHA-256
+    digests of its fields, never the values. Records come in batches, in PIN order.
+    Errors: INVALID_ARGUMENT (field violations), PERMISSION_DENIED, UNAVAILABLE.
+    """
 
 @_typing.type_check_only
 class CitizenServiceAsyncStub(CitizenServiceStub):
@@ -104,6 +111,13 @@ class CitizenServiceAsyncStub(CitizenServiceStub):
     says which happened. A repeat with the same request_id returns the first answer.
     Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the record is cancelled),
     ALREADY_EXISTS (request_id reused with different content), UNAVAILABLE.
+    """
+    ListCitizenDigests: _aio.UnaryStreamMultiCallable[_citizen_service_pb2.ListCitizenDigestsRequest, _citizen_service_pb2.ListCitizenDigestsResponse]  # type: ignore[assignment]
+    """ListCitizenDigests streams, for a reconciliation with the civil-status registry, the
+    citizen records of one province (cancelled ones included): for each its PIN, state,
+    source registration, the exchanges that created or changed it, and salted SHA-256
+    digests of its fields, never the values. Records come in batches, in PIN order.
+    Errors: INVALID_ARGUMENT (field violations), PERMISSION_DENIED, UNAVAILABLE.
     """
 
 class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -170,6 +184,19 @@ class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
         says which happened. A repeat with the same request_id returns the first answer.
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the record is cancelled),
         ALREADY_EXISTS (request_id reused with different content), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCitizenDigests(
+        self,
+        request: _citizen_service_pb2.ListCitizenDigestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_citizen_service_pb2.ListCitizenDigestsResponse], _abc.AsyncIterator[_citizen_service_pb2.ListCitizenDigestsResponse]]:
+        """ListCitizenDigests streams, for a reconciliation with the civil-status registry, the
+        citizen records of one province (cancelled ones included): for each its PIN, state,
+        source registration, the exchanges that created or changed it, and salted SHA-256
+        digests of its fields, never the values. Records come in batches, in PIN order.
+        Errors: INVALID_ARGUMENT (field violations), PERMISSION_DENIED, UNAVAILABLE.
         """
 
 def add_CitizenServiceServicer_to_server(servicer: CitizenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
