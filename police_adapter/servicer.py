@@ -9,6 +9,7 @@ from google.rpc import code_pb2
 
 from lienthong import errors
 from lienthong.population.v1 import citizen_service_pb2, citizen_service_pb2_grpc
+from police_adapter.digests import CitizenDigestLister
 from police_adapter.history import Provenance
 from police_adapter.population import PopulationRegister
 
@@ -23,9 +24,10 @@ _STREAM_CODES: dict[type[errors.LienthongError], int] = {
 class CitizenServicer(citizen_service_pb2_grpc.CitizenServiceServicer):
     """Translates CitizenService calls to the register; errors map at the shared edge."""
 
-    def __init__(self, register: PopulationRegister) -> None:
-        """Serve ``register``."""
+    def __init__(self, register: PopulationRegister, digests: CitizenDigestLister) -> None:
+        """Serve ``register``, and ``digests`` for reconciliation."""
         self._register = register
+        self._digests = digests
 
     def IssuePersonalIdentificationNumber(
         self,
@@ -87,3 +89,11 @@ class CitizenServicer(citizen_service_pb2_grpc.CitizenServiceServicer):
     ) -> citizen_service_pb2.UpdateCitizenResponse:
         """Apply a civil-status correction, re-establishing the PIN when it must."""
         return self._register.update(request, Provenance.of(context))
+
+    def ListCitizenDigests(
+        self,
+        request: citizen_service_pb2.ListCitizenDigestsRequest,
+        context: grpc.ServicerContext,  # noqa: ARG002 - the edge reads it
+    ) -> Iterator[citizen_service_pb2.ListCitizenDigestsResponse]:
+        """Stream a province's records as salted digests, in batches in PIN order."""
+        return self._digests.list(request)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+from google.protobuf import timestamp_pb2
+
 from lienthong.errors import FailedPrecondition
+from lienthong.field_digests import MAX_SALT, MIN_SALT
 from lienthong.population.v1 import citizen_pb2, citizen_service_pb2
 from lienthong.reference import CodeLists, Level, Unit
 from lienthong.validation import (
@@ -25,6 +28,11 @@ CITIZEN_NAME = re.compile(r"^citizens/(\d{12})$")
 MAX_REASON = 500
 _REGISTRATION_NAME = re.compile(r"^birthRegistrations/(\d{3}|\d{5})-(\d{4})-[1-9]\d{0,8}$")
 _PIN = re.compile(r"^\d{12}$")
+_PROVINCE_CODE = re.compile(r"[0-9]{2}")
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+_MAX_NANOS = 999_999_999
 
 
 def validate_issue_request(
@@ -172,3 +180,32 @@ def _check_related_person(
     pin = person.personal_identification_number
     if pin and not _PIN.match(pin):
         v.add(f"{path}.personal_identification_number", "must be 12 digits")
+
+
+def validate_digests_request(
+    request: citizen_service_pb2.ListCitizenDigestsRequest, codes: CodeLists
+) -> str:
+    """Raise InvalidArgument listing every bad field; return the PIN's 3-digit province code."""
+    v = Violations()
+    province = None
+    if not request.province_code:
+        v.add("province_code", "is required")
+    elif not _PROVINCE_CODE.fullmatch(request.province_code):
+        v.add("province_code", "must be a 2-digit province code")
+    else:
+        unit = codes.unit(Level.PROVINCE, request.province_code)
+        if unit is None:
+            v.add("province_code", "is not a province in the statistics office's unit list")
+        else:
+            province = codes.pin_province_code(unit)
+    if not MIN_SALT <= len(request.salt) <= MAX_SALT:
+        v.add("salt", f"must be {MIN_SALT} to {MAX_SALT} bytes")
+    if request.HasField("create_time_from") and not _valid_timestamp(request.create_time_from):
+        v.add("create_time_from", "must be a valid timestamp, 0001-01-01 to 9999-12-31")
+    v.raise_if_any()
+    assert province is not None  # noqa: S101 - a violation was raised otherwise
+    return province
+
+
+def _valid_timestamp(value: timestamp_pb2.Timestamp) -> bool:
+    return _MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos <= _MAX_NANOS
