@@ -423,7 +423,9 @@ def _held_pin_finding(
     active = population.active_by_registration.get(registration.name)
     held = population.by_pin.get(pin)
     if pin in duplicates and (held is None or held.birth_registration != registration.name):
-        return _finding(rc.FINDING_KIND_DUPLICATE_PIN, registration, held or active, _RESEND)
+        return _finding(
+            rc.FINDING_KIND_DUPLICATE_PIN, registration, held or active, _RESEND, also=active
+        )
     if held is None:
         kind = rc.FINDING_KIND_PIN_MISMATCH if active else rc.FINDING_KIND_CITIZEN_MISSING
         return _finding(kind, registration, active, _RESEND)

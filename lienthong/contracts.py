@@ -10,13 +10,18 @@ from dataclasses import dataclass
 
 from google.protobuf.descriptor import FileDescriptor
 
-from lienthong.civilregistry.v1 import birth_registration_service_pb2, officer_service_pb2
+from lienthong.civilregistry.v1 import (
+    birth_registration_service_pb2,
+    officer_service_pb2,
+    reconciliation_service_pb2,
+)
 from lienthong.gateway.v1 import audit_service_pb2
 from lienthong.population.v1 import citizen_service_pb2
 
 SERVICE_FILES: tuple[FileDescriptor, ...] = (
     birth_registration_service_pb2.DESCRIPTOR,
     officer_service_pb2.DESCRIPTOR,
+    reconciliation_service_pb2.DESCRIPTOR,
     citizen_service_pb2.DESCRIPTOR,
     audit_service_pb2.DESCRIPTOR,
 )

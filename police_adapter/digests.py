@@ -10,12 +10,15 @@ streams without one snapshot held open for the whole run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import structlog
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,9 +88,10 @@ class CitizenDigestLister:
                 records = session.execute(query.where(CitizenRecord.pin > after)).all()
                 changes = _changes(session, [record.pin for record in records])
             if records:
-                yield citizen_service_pb2.ListCitizenDigestsResponse(
-                    citizens=[_citizen(record, changes[record.pin], digester) for record in records]
-                )
+                batch = citizen_service_pb2.ListCitizenDigestsResponse()
+                for record in records:
+                    _describe(batch.citizens.add(), record, changes[record.pin], digester)
+                yield batch
             count += len(records)
             if len(records) < BATCH:
                 break
@@ -117,30 +121,28 @@ def _changes(session: Session, pins: list[str]) -> dict[str, list[_Change]]:
     return by_pin
 
 
-def _citizen(
-    record: _Record, changes: Sequence[_Change], digester: _Digester
-) -> citizen_service_pb2.CitizenDigest:
-    last_after = next(
-        (change.after_sha256 for change in reversed(changes) if change.after_sha256), None
-    )
-    citizen = citizen_service_pb2.CitizenDigest(
-        personal_identification_number=record.pin,
-        state=record.state,
-        birth_registration=record.birth_registration,
-        replaced_by=record.replaced_by or "",
-        field_digests=[
-            citizen_service_pb2.FieldDigest(field=field, sha256=sha256)
-            for field, sha256 in digester(record.data).items()
-        ],
-        intact=last_after is not None and last_after == digest(record.data),
-    )
+def _describe(
+    citizen: citizen_service_pb2.CitizenDigest,
+    record: _Record,
+    changes: Sequence[_Change],
+    digester: _Digester,
+) -> None:
+    """Fill ``citizen`` (built in place: copying messages into the batch costs)."""
+    citizen.personal_identification_number = record.pin
+    citizen.state = record.state
+    citizen.birth_registration = record.birth_registration
+    citizen.replaced_by = record.replaced_by or ""
     citizen.create_time.FromDatetime(_utc(record.create_time))
+    for field, sha256 in digester(record.data).items():
+        citizen.field_digests.add(field=field, sha256=sha256)
     for change in changes:
         event = citizen.events.add(kind=change.kind, exchange_id=change.exchange_id or "")
         if change.exchange_leaf is not None:
             event.leaf_index = change.exchange_leaf
         event.time.FromDatetime(_utc(change.create_time))
-    return citizen
+    # What the newest change that left data says the data is; a CANCELLED change left none.
+    left = next((change.after_sha256 for change in reversed(changes) if change.after_sha256), None)
+    citizen.intact = left is not None and left == digest(record.data)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -154,11 +156,17 @@ class _Digester:
     def __init__(self, salt: bytes) -> None:
         self._salt = salt
 
-    def __call__(self, data: dict[str, Any]) -> dict[str, bytes]:
+    def __call__(self, data: object) -> dict[str, bytes]:
+        if not isinstance(data, dict):
+            return {}
+        birth = citizen_pb2.RegisteredBirth()
         try:
-            birth = json_format.ParseDict(data, citizen_pb2.RegisteredBirth())
-        except json_format.ParseError:
-            return self._field_by_field(data)
+            _fill(birth, data)
+        except _Unsupported:
+            try:
+                birth = json_format.ParseDict(data, citizen_pb2.RegisteredBirth())
+            except json_format.ParseError:
+                return self._field_by_field(data)
         return field_digests(birth, self._salt)
 
     def _field_by_field(self, data: dict[str, Any]) -> dict[str, bytes]:
@@ -177,3 +185,62 @@ class _Digester:
                 continue
             digests.update(field_digests(only, self._salt))
         return digests
+
+
+class _Unsupported(Exception):
+    """The data holds something _fill leaves to json_format."""
+
+
+# How _fill sets each field of a message type: a nested message, an enum (by value name),
+# or a scalar of exactly this Python type. Repeated fields, well-known types and the other
+# scalars (which ParseDict converts from several JSON forms) are absent, so unsupported.
+_Step = tuple[str, Any]
+_NO_STEP: _Step = ("unsupported", None)
+_PYTHON_TYPES = {
+    FieldDescriptor.CPPTYPE_STRING: str,
+    FieldDescriptor.CPPTYPE_BOOL: bool,
+    FieldDescriptor.CPPTYPE_INT32: int,
+}
+
+
+@functools.cache
+def _steps(descriptor: Descriptor) -> dict[str, _Step]:
+    steps: dict[str, _Step] = {}
+    for field in descriptor.fields:
+        if field.is_repeated:
+            continue
+        if field.message_type is not None:
+            if field.message_type.file.package != "google.protobuf":
+                steps[field.name] = ("message", None)
+        elif field.enum_type is not None:
+            numbers = {value.name: value.number for value in field.enum_type.values}
+            steps[field.name] = ("enum", numbers)
+        elif field.cpp_type in _PYTHON_TYPES:
+            steps[field.name] = ("scalar", _PYTHON_TYPES[field.cpp_type])
+    return steps
+
+
+def _fill(message: Message, data: dict[str, Any]) -> None:
+    """json_format.ParseDict for exactly what MessageToDict writes of a RegisteredBirth.
+
+    ParseDict costs most of a listing; this takes a seventh of its time. It accepts only
+    proto field names, exact value types and enum names, and raises _Unsupported on anything
+    else — a value ParseDict would convert or refuse — so where it succeeds the message is
+    the one ParseDict makes.
+    """
+    steps = _steps(message.DESCRIPTOR)
+    for name, value in data.items():
+        kind, detail = steps.get(name, _NO_STEP)
+        if kind == "message" and type(value) is dict:
+            child = getattr(message, name)
+            child.SetInParent()
+            _fill(child, value)
+        elif kind == "enum" and type(value) is str and value in detail:
+            setattr(message, name, detail[value])
+        elif kind == "scalar" and type(value) is detail:
+            try:
+                setattr(message, name, value)
+            except (ValueError, UnicodeError) as error:  # out of range; unpaired surrogate
+                raise _Unsupported from error
+        else:
+            raise _Unsupported

@@ -295,7 +295,7 @@ def _lost_issue(session: Session, request_id: str, prefix: str) -> CitizenChange
             CitizenChange.kind.in_([ChangeKind.ISSUED.value, ChangeKind.REESTABLISHED.value]),
         )
         .order_by(CitizenChange.id.desc())
-    )
+    ).all()
     for change in changes:
         if (
             change.pin[:6] == prefix

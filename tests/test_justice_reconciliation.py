@@ -200,8 +200,9 @@ def test_a_cancelled_pin_still_in_force_there_is_reported(
 ) -> None:
     stored = registered(registry, population)
     old = "001316123456"
-    population.add(old, registered_birth(stored))  # in force, though cancelled here
-    # ...which needs the active one gone: one registration, one PIN in force.
+    # In force there, though cancelled here (the fake does not keep one PIN in force per
+    # registration, as the real database does; the registry's PIN stays the one that is).
+    population.add(old, registered_birth(stored))
     population.add(stored.personal_identification_number, registered_birth(stored))
     with sessions.begin() as session:
         row = session.scalars(select(BirthRegistrationRow)).one()

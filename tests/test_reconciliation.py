@@ -183,7 +183,12 @@ DRIFTS = ("missing", "renamed", "redated", "mother", "cancelled", "unrecorded", 
 def _inject_drift(seeded: Seeded) -> dict[str, Any]:
     """Ten kinds of drift, each on its own registration, written straight into a database."""
     rows = dict(zip(DRIFTS, seeded.issued, strict=False))
-    rows["owner"] = seeded.issued[len(DRIFTS)]  # whose PIN "duplicate" is given
+    # Whose PIN "duplicate" is given: a registration of the same province.
+    rows["owner"] = next(
+        row
+        for row in seeded.issued[len(DRIFTS) :]
+        if row.province_code == rows["duplicate"].province_code
+    )
     # In the population database, as a direct edit would leave it.
     with seeded.police.begin() as connection:
         for name in ("missing", "stale"):
