@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, TextIO
 
 from google.protobuf import duration_pb2, json_format
 
-from lienthong import metadata
+from lienthong import metadata, validation
 from lienthong.calendar.v1 import date_pb2
 from lienthong.civilregistry.v1 import reconciliation_service_pb2 as rc
 from lienthong.civilregistry.v1 import reconciliation_service_pb2_grpc as rc_grpc
 from lienthong.demo import columns, locality_name
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import grpc
 
     from lienthong.reference import CodeLists
@@ -66,6 +68,23 @@ def reconcile(  # noqa: PLR0913 - one request's fields, keyword-only after the l
         if response.HasField("summary"):
             summary = response.summary
     return Outcome(findings, summary)
+
+
+def reconciled_today(channel: grpc.Channel, unit_codes: Iterable[str]) -> str:
+    """One line: today's registrations of ``unit_codes`` against the population database."""
+    day = validation.today()
+    totals: Counter[str] = Counter()
+    for unit_code in unit_codes:
+        summary = reconcile(channel, unit_code, start=day, end=day).summary
+        totals.update(
+            registrations=summary.registrations,
+            records=summary.citizen_records,
+            findings=summary.findings,
+        )
+    return (
+        f"{totals['registrations']} registrations compared with {totals['records']} citizen "
+        f"records by salted digests: {totals['findings']} findings."
+    )
 
 
 def findings_table(outcome: Outcome, codes: CodeLists) -> str:

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certs.pki import init_dev_pki
+from lienthong.civilregistry.v1 import birth_registration_pb2
 from lienthong.config import StackConfig
 from lienthong.demo import (
     format_table,
@@ -23,7 +24,8 @@ from lienthong.demo import (
     statistics_of,
     statistics_table,
 )
-from lienthong.reference import code_lists
+from lienthong.reconcile import reconciled_today
+from lienthong.reference import Level, code_lists
 from lienthong.tls import TlsMaterial, secure_channel
 
 SERVICES = ("police", "justice", "gateway")  # upstreams first, so the gateway finds them
@@ -59,11 +61,17 @@ def run_stack(config: StackConfig, out: TextIO = sys.stdout) -> None:
         )
         with secure_channel(config.gateway.listen, client_tls) as channel:
             statistics = statistics_table(statistics_of(channel), code_lists())
+            reconciled = reconciled_today(channel, _provinces(registrations))
             checkpoint = latest_checkpoint(channel)
         out.write(format_table(registrations, code_lists()) + "\n\n")
         out.write(
             "Today's registrations as the pilot reported them, asked by the ministry "
             "administrator:\n\n" + statistics + "\n\n"
+        )
+        out.write(
+            "The registry reconciled with the population database (`lienthong reconcile`): "
+            + reconciled
+            + "\n\n"
         )
         out.write(
             "Every exchange is in the audit log; its latest checkpoint, signed by the gateway "
@@ -107,6 +115,16 @@ class _ServiceProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def _provinces(registrations: list[birth_registration_pb2.BirthRegistration]) -> list[str]:
+    """The provinces of the registering units, each once."""
+    codes = code_lists()
+    units = (
+        codes.unit(Level(r.registration_unit.level), r.registration_unit.code)
+        for r in registrations
+    )
+    return sorted({unit.province_code for unit in units if unit is not None})
 
 
 def _wait_healthy(

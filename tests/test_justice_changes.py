@@ -35,7 +35,7 @@ from justice_adapter.outbox import PinOutbox
 from justice_adapter.pin_requests import CitizenUpdate, PinRejected
 from justice_adapter.registry import BirthRegistry
 from justice_adapter.scope import PROVINCIAL_SUPERVISOR, Locality, Officer
-from lienthong import metadata, pin
+from lienthong import metadata, pin, validation
 from lienthong.calendar.v1 import date_pb2
 from lienthong.civilregistry.v1 import birth_registration_pb2 as br
 from lienthong.civilregistry.v1 import birth_registration_service_pb2 as service
@@ -150,7 +150,7 @@ def amendment(
 def correction(
     entered: br.BirthRegistration, paths: list[str], decided: dt.date | None = None
 ) -> service.CorrectBirthRegistrationRequest:
-    decided = decided or dt.date.today()  # noqa: DTZ011 - a calendar date, as officers write it
+    decided = decided or validation.today()  # a calendar date in Vietnam, as officers write it
     return service.CorrectBirthRegistrationRequest(
         request_id=str(uuid.uuid4()),
         birth_registration=entered,
@@ -496,7 +496,7 @@ def test_a_correction_needs_a_decision(registry, changes, sessions):
     entered = registry.register_birth(request())
     sent = correction(as_boy(entered), ["child.sex"])
     sent.decision.number = ""
-    tomorrow = dt.date.today() + dt.timedelta(days=1)  # noqa: DTZ011
+    tomorrow = validation.today() + dt.timedelta(days=1)
     sent.decision.date.CopyFrom(
         date_pb2.Date(year=tomorrow.year, month=tomorrow.month, day=tomorrow.day)
     )
@@ -622,7 +622,7 @@ def test_hanoi_supervisor_reads_hanoi_and_nothing_else(stack: Stack):
         in_hanoi = register(officer, sample_request(hanoi, codes))
     with stack.as_officer(danang.unit_code) as officer:
         in_danang = register(officer, sample_request(danang, codes))
-    today = dt.date.today()  # noqa: DTZ011
+    today = validation.today()
     day = date_pb2.Date(year=today.year, month=today.month, day=today.day)
 
     with stack.as_officer("01", "hanoi-supervisor") as supervisor:

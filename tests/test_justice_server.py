@@ -198,6 +198,7 @@ def test_health_reports_every_service_serving(channel):
     assert service_names() == [
         "lienthong.civilregistry.v1.BirthRegistrationService",
         "lienthong.civilregistry.v1.OfficerService",
+        "lienthong.civilregistry.v1.ReconciliationService",
     ]
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from stack import POLICY, free_port
 
+from justice_adapter.registry import unit_of_code
 from lienthong.demo import SAMPLES
+from lienthong.reference import code_lists
 
 CONFIG = """
 pki_directory = "pki"
@@ -117,10 +119,15 @@ def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_
     gateway_log = (tmp_path / "log" / "gateway.jsonl").read_text(encoding="utf-8").splitlines()
     events = [json.loads(line) for line in gateway_log]
     exchanges = [event for event in events if event["event"] == "exchange"]
-    # An account for each sample unit, each registration, each PIN request, the statistics
-    # and the audit checkpoint shown at the end.
+    # An account for each sample unit, each registration, each PIN request, the statistics,
+    # a reconciliation per province (with its read of the population side's digests) and the
+    # audit checkpoint shown at the end.
     units = {sample.unit_code for sample in SAMPLES}
-    assert len(exchanges) == len(units) + len(SAMPLES) + 4 + 1 + 1
+    codes = code_lists()
+    provinces = {unit_of_code(codes, code).province_code for code in units}
+    assert len(exchanges) == len(units) + len(SAMPLES) + 4 + 1 + 2 * len(provinces) + 1
+    assert f"{len(SAMPLES)} registrations compared with 4 citizen records" in output
+    assert "by salted digests: 0 findings." in output
     total = next(line for line in output.splitlines() if line.startswith("total "))
     assert total.split()[1:6] == [str(len(SAMPLES)), "4", "1", "1", "0"]
     assert {event["status"] for event in exchanges} == {"OK"}

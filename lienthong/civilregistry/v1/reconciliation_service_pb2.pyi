@@ -64,7 +64,8 @@ class _FindingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingKi
     """
     FINDING_KIND_DUPLICATE_PIN: _FindingKind.ValueType  # 9
     """FINDING_KIND_DUPLICATE_PIN: the registry holds one PIN in force on more than one
-    registration; reported on each.
+    registration; reported on each registration the population database does not hold it
+    for.
     """
     FINDING_KIND_PIN_NOT_APPLICABLE: _FindingKind.ValueType  # 10
     """FINDING_KIND_PIN_NOT_APPLICABLE: the population database holds a PIN in force for a
@@ -110,7 +111,8 @@ the population database.
 """
 FINDING_KIND_DUPLICATE_PIN: FindingKind.ValueType  # 9
 """FINDING_KIND_DUPLICATE_PIN: the registry holds one PIN in force on more than one
-registration; reported on each.
+registration; reported on each registration the population database does not hold it
+for.
 """
 FINDING_KIND_PIN_NOT_APPLICABLE: FindingKind.ValueType  # 10
 """FINDING_KIND_PIN_NOT_APPLICABLE: the population database holds a PIN in force for a
@@ -246,7 +248,9 @@ class ReconcileResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Finding]:
-        """Findings of this batch, by registration name."""
+        """Findings of this batch: in registration order, then the population database's records
+        that have no registration.
+        """
 
     @_builtins.property
     def summary(self) -> Global___ReconciliationSummary:
