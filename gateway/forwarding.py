@@ -30,6 +30,7 @@ from lienthong.identity import peer_certificate, peer_identity
 DOMAIN = "gateway.lienthong.gov.vn"
 # grpcio reports "no deadline" as a huge time remaining; beyond this a call gets the default.
 DEFAULT_UPSTREAM_TIMEOUT = 30.0
+DEFAULT_STREAM_TIMEOUT = 600.0
 # Headers the transport owns; forwarding them would duplicate or corrupt the upstream call.
 _TRANSPORT_KEYS = frozenset(
     {"user-agent", "te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"}
@@ -47,6 +48,8 @@ class Forwarding:
     auditor: Auditor
     local: dict[str, LocalService]
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    # A streaming call may carry far more than one message's work: it gets longer.
+    stream_timeout: float = DEFAULT_STREAM_TIMEOUT
 
 
 class ForwardingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
@@ -186,8 +189,12 @@ class _Forward:
             )
 
     def _options(self, context: grpc.ServicerContext, exchange: Exchange) -> dict[str, Any]:
+        streaming = self._method.client_streaming or self._method.server_streaming
+        forwarding = self._forwarding
         return {
-            "timeout": _timeout(context, self._forwarding.upstream_timeout),
+            "timeout": _timeout(
+                context, forwarding.stream_timeout if streaming else forwarding.upstream_timeout
+            ),
             "metadata": _upstream_metadata(context, exchange),
         }
 

@@ -127,6 +127,7 @@ def create_gateway(
         Auditor(audit, signer),
         local={audit_service.full_name: LocalService(audit_service, AuditApi(audit))},
         upstream_timeout=limits.upstream_timeout,
+        stream_timeout=limits.stream_timeout,
     )
     server.add_generic_rpc_handlers([ForwardingHandler(known, forwarding)])
     port = server.add_secure_port(config.listen, rotating_server_credentials(config.tls))

@@ -31,13 +31,14 @@ database answer with, or restore, the PIN its history says it issued.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from google.protobuf import json_format
 from sqlalchemy import func, select
 
 from justice_adapter.evidence import ExchangeRef, record_digest
@@ -55,6 +56,7 @@ from lienthong.civilregistry.v1 import reconciliation_service_pb2 as rc
 from lienthong.errors import PermissionDenied
 from lienthong.field_digests import FIELDS, field_digests
 from lienthong.population.v1 import citizen_pb2
+from lienthong.stored_json import parse_stored
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -216,11 +218,19 @@ class Reconciliation:
             )
         salt = os.urandom(SALT_BYTES)
         compare_time = self._clock()
-        population = _Population()
-        for record in self._population.list(unit.province_code, run.created_from(), salt):
-            population.add(record)
+        # The population database digests its records (another process, another core) while
+        # the registry digests its own; the comparison waits for both.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="population") as reader:
+            reading = reader.submit(self._read_population, unit.province_code, run, salt)
+            chunks = self._registrations(run, salt)
+            ready = []
+            for chunk in chunks:
+                ready.append(chunk)
+                if reading.done():
+                    break
+            population = reading.result()
         counts: Counter[str] = Counter()
-        for chunk in self._registrations(run, salt):
+        for chunk in itertools.chain(ready, chunks):
             counts["registrations"] += len(chunk)
             findings = self._compare(run, chunk, population, compare_time)
             counts["findings"] += len(findings)
@@ -240,6 +250,12 @@ class Reconciliation:
         for start in range(0, len(orphans), CHUNK):
             yield rc.ReconcileResponse(findings=orphans[start : start + CHUNK])
         yield rc.ReconcileResponse(summary=summary)
+
+    def _read_population(self, province_code: str, run: Run, salt: bytes) -> _Population:
+        population = _Population()
+        for record in self._population.list(province_code, run.created_from(), salt):
+            population.add(record)
+        return population
 
     def _registrations(self, run: Run, salt: bytes) -> Iterator[list[_Registration]]:
         """The registrations of the run's locality and period, a chunk at a time."""
@@ -274,7 +290,7 @@ class Reconciliation:
             after = ids[-1]
             chunk = []
             for row in rows:
-                registration = json_format.ParseDict(row.record, br.BirthRegistration())
+                registration = parse_stored(row.record, br.BirthRegistration())
                 registration.name = row.name
                 history = events.get(row.id, [])
                 chunk.append(

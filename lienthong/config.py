@@ -36,6 +36,8 @@ class GatewayLimits:
     max_concurrent: int = 64
     max_message_bytes: int = 4 * 1024 * 1024
     upstream_timeout: float = 30.0
+    # The same for a call that streams (a reconciliation's digests, a bulk import).
+    stream_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class _Section:
             upstream_timeout=section.number(
                 "upstream_timeout", defaults.upstream_timeout, minimum=0.001
             ),
+            stream_timeout=section.number("stream_timeout", defaults.stream_timeout, minimum=0.001),
         )
 
     def identities(self, key: str, *, required: bool = True) -> frozenset[str]:

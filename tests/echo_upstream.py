@@ -27,6 +27,7 @@ SERVER_STREAM = f"/{SERVICE}/ServerStream"
 CLIENT_STREAM = f"/{SERVICE}/ClientStream"
 BIDI = f"/{SERVICE}/Bidi"
 SLEEP = f"/{SERVICE}/Sleep"
+SLOW_STREAM = f"/{SERVICE}/SlowStream"
 FAIL = f"/{SERVICE}/Fail"
 METHODS = {
     UNARY: Method(UNARY, SERVICE, client_streaming=False, server_streaming=False),
@@ -34,6 +35,7 @@ METHODS = {
     CLIENT_STREAM: Method(CLIENT_STREAM, SERVICE, client_streaming=True, server_streaming=False),
     BIDI: Method(BIDI, SERVICE, client_streaming=True, server_streaming=True),
     SLEEP: Method(SLEEP, SERVICE, client_streaming=False, server_streaming=False),
+    SLOW_STREAM: Method(SLOW_STREAM, SERVICE, client_streaming=False, server_streaming=True),
     FAIL: Method(FAIL, SERVICE, client_streaming=False, server_streaming=False),
 }
 STREAM_COPIES = 3
@@ -82,6 +84,13 @@ class Echo:
             time.sleep(0.01)
         return request
 
+    def slow_stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Three copies 0.4 s apart: a stream that outlasts a short unary timeout."""
+        self.record(context)
+        for index in range(STREAM_COPIES):
+            time.sleep(0.4)
+            yield bytes([index]) + request
+
     def fail(self, _request: bytes, context: grpc.ServicerContext) -> bytes:
         self.record(context)
         status = status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message="echo says no")
@@ -103,6 +112,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             CLIENT_STREAM: grpc.stream_unary_rpc_method_handler(echo.client_stream),
             BIDI: grpc.stream_stream_rpc_method_handler(echo.bidi),
             SLEEP: grpc.unary_unary_rpc_method_handler(echo.sleep),
+            SLOW_STREAM: grpc.unary_stream_rpc_method_handler(echo.slow_stream),
             FAIL: grpc.unary_unary_rpc_method_handler(echo.fail),
         }
 

@@ -24,6 +24,7 @@ from echo_upstream import (
     SERVER_STREAM,
     SERVICE,
     SLEEP,
+    SLOW_STREAM,
     STREAM_COPIES,
     UNARY,
     start_echo,
@@ -93,6 +94,18 @@ def test_a_deadline_reaches_the_upstream_which_sees_the_cancellation(setup: Setu
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 1.0  # the upstream sleeps 2 s unless cancelled
     assert setup.echo.cancelled.wait(timeout=2.0)
+
+
+def test_a_stream_may_outlast_the_unary_upstream_timeout(make_setup) -> None:
+    """upstream_timeout bounds unary calls; a streaming call has stream_timeout instead."""
+    setup = make_setup(GatewayLimits(upstream_timeout=0.5, stream_timeout=10.0))
+    with setup.channel() as channel:
+        streamed = list(
+            channel.unary_stream(SLOW_STREAM)(b"x", timeout=10, metadata=PURPOSE)
+        )  # three messages over 1.2 s
+        error = _error(lambda: channel.unary_unary(SLEEP)(b"", timeout=10, metadata=PURPOSE))
+    assert streamed == [bytes([index]) + b"x" for index in range(STREAM_COPIES)]
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def test_upstream_status_details_and_trailers_come_back_unchanged(setup: Setup) -> None:
