@@ -21,12 +21,22 @@ M = TypeVar("M", bound=Message)
 
 
 def parse_stored(data: Any, message: M) -> M:  # noqa: ANN401 - decoded JSON
-    """``data`` parsed into ``message`` (empty) as ``json_format.ParseDict`` would."""
+    """``data`` parsed into ``message`` (empty) as ``json_format.ParseDict`` would.
+
+    Raises ParseError where ParseDict raises anything.
+    """
     try:
         _fill(message, data)
     except _Unsupported:
         message.Clear()
-        json_format.ParseDict(data, message)
+        try:
+            json_format.ParseDict(data, message)
+        except json_format.ParseError:
+            raise
+        except Exception as error:
+            # Some malformed values escape ParseDict as other errors (an unpaired surrogate
+            # as an enum name: SystemError); to a reader they are all unreadable data.
+            raise json_format.ParseError(f"unreadable: {type(error).__name__}") from error
     return message
 
 
