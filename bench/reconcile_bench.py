@@ -20,8 +20,6 @@ import hashlib
 import os
 import platform
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy
+from dev_stack import CONFIG, dev_stack
 from google.protobuf import json_format
 from sqlalchemy import insert
 
@@ -48,10 +47,6 @@ from lienthong.tls import secure_channel
 from police_adapter.history import digest
 from police_adapter.models import CitizenChange, CitizenRecord
 
-PROJECT = Path(__file__).resolve().parent.parent
-CONFIG = PROJECT / "config" / "dev.toml"
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
-DATABASES = ("justice", "police", "audit")
 PROVINCE = "01"
 CHUNK = 5_000
 
@@ -62,42 +57,29 @@ def main() -> int:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    with tempfile.TemporaryDirectory(prefix="reconcile_bench-") as directory:
-        environ = dict(os.environ, GRPC_VERBOSITY="ERROR")
-        environ["LIENTHONG__LOG_DIRECTORY"] = str(Path(directory) / "log")
-        urls = {name: _database(arguments.backend, name, Path(directory)) for name in DATABASES}
-        environ["LIENTHONG__JUSTICE__DATABASE_URL"] = urls["justice"]
-        environ["LIENTHONG__POLICE__DATABASE_URL"] = urls["police"]
-        environ["LIENTHONG__GATEWAY__AUDIT__DATABASE_URL"] = urls["audit"]
-        stack = subprocess.Popen(  # noqa: S603 - the project's own command
-            [sys.executable, "-m", "lienthong.cli", "run", "--config", str(CONFIG)],
-            cwd=PROJECT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
-        )  # fmt: skip
-        try:
-            _wait_for(stack, "press Ctrl-C")
+    with (
+        tempfile.TemporaryDirectory(prefix="reconcile_bench-") as directory,
+        dev_stack(arguments.backend, Path(directory)) as (environ, urls),
+    ):
+        started = time.monotonic()
+        issued = _seed(urls, arguments.count, code_lists())
+        print(
+            f"{arguments.backend}: seeded {arguments.count:,} registrations, {issued:,} "
+            f"with a citizen record, in {time.monotonic() - started:.1f} s (not timed)"
+        )
+        config = load_config(CONFIG, environ)
+        today = validation.today()
+        with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
             started = time.monotonic()
-            issued = _seed(urls, arguments.count, code_lists())
-            print(
-                f"{arguments.backend}: seeded {arguments.count:,} registrations, {issued:,} "
-                f"with a citizen record, in {time.monotonic() - started:.1f} s (not timed)"
-            )
-            config = load_config(CONFIG, environ)
-            today = validation.today()
-            with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
-                started = time.monotonic()
-                outcome = reconcile(channel, PROVINCE, start=today, end=today)
-                seconds = time.monotonic() - started
-            summary = outcome.summary
-            print(
-                f"{arguments.backend}: reconciled {summary.registrations:,} registrations with "
-                f"{summary.citizen_records:,} citizen records in {seconds:.1f} s "
-                f"({summary.registrations / seconds:,.0f}/s); findings: {summary.findings}"
-            )
-            return 0 if summary.findings == 0 else 1
-        finally:
-            stack.send_signal(signal.SIGINT)
-            stack.wait(timeout=60)
+            outcome = reconcile(channel, PROVINCE, start=today, end=today)
+            seconds = time.monotonic() - started
+    summary = outcome.summary
+    print(
+        f"{arguments.backend}: reconciled {summary.registrations:,} registrations with "
+        f"{summary.citizen_records:,} citizen records in {seconds:.1f} s "
+        f"({summary.registrations / seconds:,.0f}/s); findings: {summary.findings}"
+    )
+    return 0 if summary.findings == 0 else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,29 +197,6 @@ class _Rows:
                 connection.execute(insert(CitizenChange), self.history)
         for batch in (self.registrations, self.events, self.citizens, self.history):
             batch.clear()
-
-
-def _database(backend: str, name: str, directory: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{directory / f'{name}.db'}"
-    database = f"lienthong_bench_{name}"
-    admin = sqlalchemy.create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    admin.dispose()
-    return f"{POSTGRES}/{database}"  # the services create it at start
-
-
-def _wait_for(process: subprocess.Popen[str], marker: str, timeout: float = 120.0) -> None:
-    if process.stdout is None:
-        raise ValueError("the process's output is not piped")
-    deadline = time.monotonic() + timeout
-    for line in process.stdout:
-        if marker in line:
-            return
-        if time.monotonic() > deadline:
-            break
-    raise SystemExit(f"the stack did not start: {process.poll()}")
 
 
 if __name__ == "__main__":
