@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 import grpc
+from sqlalchemy import Engine
 
 from lienthong.config import PoliceConfig
 from lienthong.db import ensure_database, make_engine, read_session_factory, session_factory
@@ -19,8 +23,28 @@ DOMAIN = "population.lienthong.gov.vn"
 SERVICE_NAME = citizen_service_pb2.DESCRIPTOR.services_by_name["CitizenService"].full_name
 
 
-def create_server(config: PoliceConfig) -> tuple[grpc.Server, int]:
-    """Build the adapter's server, bound but not started, and return it with its port."""
+@dataclass(frozen=True)
+class PoliceAdapter:
+    """A built adapter: its server, bound to ``port``, and the database engine it uses."""
+
+    server: grpc.Server
+    port: int
+    engine: Engine
+
+    def start(self) -> None:
+        """Serve calls."""
+        self.server.start()
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Stop serving (in-flight calls get ``grace`` seconds), then release the database."""
+        stopped = self.server.stop(grace)
+        stopped.wait()
+        self.engine.dispose()
+        return stopped
+
+
+def create_server(config: PoliceConfig) -> PoliceAdapter:
+    """Build the adapter, its server bound but not started."""
     ensure_database(config.database_url)
     engine = make_engine(config.database_url)
     create_schema(engine)
@@ -36,10 +60,13 @@ def create_server(config: PoliceConfig) -> tuple[grpc.Server, int]:
         CitizenServicer(register, digests), server
     )
     add_health_and_reflection(server, [SERVICE_NAME])
-    return server, port
+    return PoliceAdapter(server, port, engine)
 
 
 def serve(config: PoliceConfig) -> None:
-    """Run the adapter until SIGTERM or SIGINT, then drain."""
-    server, port = create_server(config)
-    serve_until_signalled(server, "police_adapter", port)
+    """Run the adapter until SIGTERM or SIGINT, then drain and release the database."""
+    adapter = create_server(config)
+    try:
+        serve_until_signalled(adapter.server, "police_adapter", adapter.port)
+    finally:
+        adapter.engine.dispose()

@@ -18,6 +18,7 @@ from lienthong.config import AuditConfig, GatewayConfig, JusticeConfig, PoliceCo
 from lienthong.person.v1 import person_name_pb2
 from lienthong.place.v1 import administrative_unit_pb2 as au
 from lienthong.tls import TlsFiles, secure_channel
+from police_adapter.server import PoliceAdapter
 from police_adapter.server import create_server as create_police
 
 GATEWAY_ID = "spiffe://lienthong.local/gateway"
@@ -111,7 +112,7 @@ class Stack:
     gateway_address: str
     justice_address: str
     police_address: str
-    police: grpc.Server
+    police: PoliceAdapter
     justice: JusticeAdapter
     gateway: Gateway
     police_config: PoliceConfig
@@ -148,7 +149,7 @@ class Stack:
         database."""
         self.stop(name)
         if name == "police":
-            self.police, _ = create_police(self.police_config)
+            self.police = create_police(self.police_config)
             self.police.start()
         else:
             self.justice = create_adapter(self.justice_config)
@@ -161,22 +162,30 @@ class Stack:
 
 
 def start_stack(
-    pki: DevPki, directory: Path, *, policy: Path = POLICY, grace_window_hours: float = 24.0
+    pki: DevPki,
+    directory: Path,
+    *,
+    policy: Path = POLICY,
+    grace_window_hours: float = 24.0,
+    databases: dict[str, str] | None = None,
 ) -> Stack:
+    """The stack on loopback; ``databases`` (URLs by "justice", "police", "audit") or SQLite
+    files in ``directory``."""
+    urls = databases or {
+        name: f"sqlite:///{directory / f'{name}.db'}" for name in ("justice", "police", "audit")
+    }
     gateway_port, justice_port, police_port = free_port(), free_port(), free_port()
     gateway_address = f"127.0.0.1:{gateway_port}"
     justice_address = f"127.0.0.1:{justice_port}"
     police_address = f"127.0.0.1:{police_port}"
     trusted = frozenset({GATEWAY_ID})
-    police_config = PoliceConfig(
-        police_address, tls_of(pki, "police"), f"sqlite:///{directory / 'police.db'}", trusted
-    )
+    police_config = PoliceConfig(police_address, tls_of(pki, "police"), urls["police"], trusted)
     justice_config = JusticeConfig(
-        justice_address, tls_of(pki, "justice"), f"sqlite:///{directory / 'justice.db'}",
+        justice_address, tls_of(pki, "justice"), urls["justice"],
         gateway_address, trusted, administrators=(BOOTSTRAP_ADMINISTRATOR,),
         grace_window_hours=grace_window_hours, reconcilers=frozenset({POPULATION_ID}),
     )  # fmt: skip
-    police, _ = create_police(police_config)
+    police = create_police(police_config)
     justice = create_adapter(justice_config)
     gateway = create_gateway(
         GatewayConfig(
@@ -190,9 +199,7 @@ def start_stack(
                 "lienthong.civilregistry.v1.ReconciliationService": justice_address,
                 "lienthong.population.v1.CitizenService": police_address,
             },
-            audit=AuditConfig(
-                f"sqlite:///{directory / 'audit.db'}", pki.directory / "audit-log.key"
-            ),
+            audit=AuditConfig(urls["audit"], pki.directory / "audit-log.key"),
             crls=(pki.directory / "crl.pem",),
             metrics_listen="127.0.0.1:0",
         )

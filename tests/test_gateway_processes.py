@@ -343,7 +343,7 @@ def in_parallel(*work: Callable[[], Any]) -> list[Any]:
 def police_address(pki: DevPki, tmp_path: Path) -> Iterator[str]:
     """The Police adapter, in process, on its own SQLite database; its address."""
     address = f"127.0.0.1:{free_port()}"
-    police, _ = create_police(
+    police = create_police(
         PoliceConfig(
             address, tls_of(pki, "police"), f"sqlite:///{tmp_path / 'police.db'}",
             frozenset({GATEWAY_ID}),

@@ -405,7 +405,7 @@ class Police(NamedTuple):
 def police(pki, tmp_path_factory) -> Iterator[Police]:
     database = Path(tmp_path_factory.mktemp("police")) / "police.db"
     address = f"127.0.0.1:{free_port()}"
-    server, _ = create_server(
+    server = create_server(
         PoliceConfig(
             listen=address,
             tls=tls_of(pki, "police"),

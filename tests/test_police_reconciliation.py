@@ -554,7 +554,7 @@ def police(pki, tmp_path_factory) -> Iterator[citizen_service_pb2_grpc.CitizenSe
     """A police adapter server, and a stub that presents the gateway's certificate."""
     database = Path(tmp_path_factory.mktemp("police")) / "police.db"
     address = f"127.0.0.1:{free_port()}"
-    server, _ = create_server(
+    server = create_server(
         PoliceConfig(
             listen=address,
             tls=tls_of(pki, "police"),

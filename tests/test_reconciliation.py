@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import Engine, create_engine, delete, select, update
+from sqlalchemy import Engine, create_engine, delete, make_url, select, update
 from stack import Stack, officer_tls, start_stack
 
 from certs.pki import BOOTSTRAP_ADMINISTRATOR
@@ -61,11 +62,16 @@ class Seeded:
     issued: list[BirthRegistrationRow]
 
 
-@pytest.fixture(scope="module")
-def seeded(pki, tmp_path_factory) -> Iterator[Seeded]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def seeded(request, pki, tmp_path_factory) -> Iterator[Seeded]:
     directory: Path = tmp_path_factory.mktemp("reconciliation")
-    stack = start_stack(pki, directory)
-    try:
+    with ExitStack() as cleanup:
+        urls = {name: f"sqlite:///{directory / name}.db" for name in ("justice", "police", "audit")}
+        if request.param == "postgresql":
+            server = request.getfixturevalue("postgres_server")
+            urls = cleanup.enter_context(_postgres_databases(server))
+        stack = start_stack(pki, directory, databases=urls)
+        cleanup.callback(stack.stop_all)
         outcome = replay.replay(
             stack.gateway_address,
             _admin_tls(stack),
@@ -77,8 +83,9 @@ def seeded(pki, tmp_path_factory) -> Iterator[Seeded]:
             out=io.StringIO(),
         )
         assert dict(outcome.codes) == {"OK": SEEDED}
-        engines = [create_engine(f"sqlite:///{directory / name}.db") for name in
-                   ("justice", "police", "audit")]  # fmt: skip
+        engines = [create_engine(urls[name]) for name in ("justice", "police", "audit")]
+        for engine in engines:
+            cleanup.callback(engine.dispose)
         _wait_until_settled(engines[0])
         with engines[0].connect() as connection:
             issued = list(
@@ -89,10 +96,24 @@ def seeded(pki, tmp_path_factory) -> Iterator[Seeded]:
                 ).all()
             )
         yield Seeded(stack, *engines, issued=issued)  # type: ignore[arg-type]
-        for engine in engines:
-            engine.dispose()
+
+
+@contextmanager
+def _postgres_databases(server: str) -> Iterator[dict[str, str]]:
+    """Three fresh PostgreSQL databases, dropped afterwards."""
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    names = {name: f"lienthong_test_{name}_{uuid.uuid4().hex[:8]}" for name in
+             ("justice", "police", "audit")}  # fmt: skip
+    try:
+        yield {
+            name: make_url(server).set(database=database).render_as_string(hide_password=False)
+            for name, database in names.items()
+        }  # the services create them at start
     finally:
-        stack.stop_all()
+        with admin.connect() as connection:
+            for database in names.values():
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.dispose()
 
 
 def _admin_tls(stack: Stack) -> TlsFiles:
