@@ -343,7 +343,7 @@ class Finding(_message.Message):
     """
     population_record_intact: _builtins.bool
     """Population record intact is false when the citizen record's data differs from what its
-    own history recorded last; unset meaning when there is no record.
+    own history recorded last, and when there is no record.
     """
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
