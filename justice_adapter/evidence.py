@@ -43,10 +43,9 @@ class ExchangeRef:
     def of(cls, context: grpc.ServicerContext) -> ExchangeRef:
         """Read the gateway's metadata; the adapter admits only the gateway, so it holds."""
         invocation = context.invocation_metadata()
-        leaf = metadata.first(invocation, metadata.EXCHANGE_LEAF)
         return cls(
             exchange_id=metadata.first(invocation, metadata.EXCHANGE_ID),
-            leaf_index=int(leaf) if leaf is not None and leaf.isdigit() else None,
+            leaf_index=metadata.exchange_leaf(invocation),
         )
 
 

@@ -27,3 +27,22 @@ def first(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str |
         if name == key and isinstance(value, str):
             return value
     return None
+
+
+_MAX_LEAF = 2**63 - 1  # the largest value of a BigInteger column
+_MAX_LEAF_DIGITS = len(str(_MAX_LEAF))
+
+
+def exchange_leaf(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:
+    """The gateway's ``lienthong-exchange-leaf``; None when absent or malformed, never refused.
+
+    A call is valid without it: a bad leaf only weakens the evidence kept of what the call
+    changed, which reconciliation reports as a change without a leaf.
+    """
+    text = first(metadata, EXCHANGE_LEAF)
+    # isdecimal() alone admits non-ASCII digits and int() a sign, spaces and underscores;
+    # the length bound keeps int() off texts too long to convert.
+    if text is None or not text.isascii() or not text.isdecimal() or len(text) > _MAX_LEAF_DIGITS:
+        return None
+    value = int(text)
+    return value if value <= _MAX_LEAF else None

@@ -49,26 +49,8 @@ class Provenance:
             exchange_id=metadata.first(invocation, metadata.EXCHANGE_ID),
             caller=metadata.first(invocation, metadata.CALLER),
             on_behalf_of=metadata.first(invocation, metadata.ON_BEHALF_OF),
-            exchange_leaf=_leaf_index(metadata.first(invocation, metadata.EXCHANGE_LEAF)),
+            exchange_leaf=metadata.exchange_leaf(invocation),
         )
-
-
-_MAX_LEAF = 2**63 - 1  # the largest value of the BigInteger column
-_MAX_LEAF_DIGITS = len(str(_MAX_LEAF))
-
-
-def _leaf_index(text: str | None) -> int | None:
-    """The leaf index in decimal text; a malformed one is left out, never refused.
-
-    The change itself is valid: a bad leaf only weakens its evidence, which reconciliation
-    reports as a change without a leaf.
-    """
-    # isdecimal() alone admits non-ASCII digits and int() a sign, spaces and underscores;
-    # the length bound keeps int() off texts too long to convert.
-    if text is None or not text.isascii() or not text.isdecimal() or len(text) > _MAX_LEAF_DIGITS:
-        return None
-    value = int(text)
-    return value if value <= _MAX_LEAF else None
 
 
 def digest(data: dict[str, Any] | None) -> str | None:
