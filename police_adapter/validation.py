@@ -7,7 +7,7 @@ import re
 from google.protobuf import timestamp_pb2
 
 from lienthong.errors import FailedPrecondition
-from lienthong.field_digests import MAX_SALT, MIN_SALT
+from lienthong.field_digests import FIELDS, MAX_SALT, MIN_SALT
 from lienthong.population.v1 import citizen_pb2, citizen_service_pb2
 from lienthong.reference import CodeLists, Level, Unit
 from lienthong.validation import (
@@ -62,19 +62,9 @@ def validate_issue_request(
     return unit
 
 
-# The fields of a person that RegisteredBirth and Citizen share, checked the same way.
-PERSON_FIELDS = (
-    "full_name",
-    "date_of_birth",
-    "sex",
-    "registration_place",
-    "home_town",
-    "ethnicity",
-    "nationality",
-    "father",
-    "mother",
-    "legal_representative",
-)
+# The fields of a person that RegisteredBirth and Citizen share, checked the same way: the
+# ones a reconciliation compares.
+PERSON_FIELDS = FIELDS
 
 
 def check_person_field(
