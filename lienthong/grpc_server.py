@@ -16,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from sqlalchemy import exc as sql_errors
 
 from lienthong import errors
 from lienthong.identity import peer_identity
@@ -113,6 +114,10 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def _fail(self, context: grpc.ServicerContext, method: str, error: Exception) -> None:
         if isinstance(error, errors.LienthongError):
             context.abort_with_status(status_of(error, self._domain))
+        if _database_unreachable(error):
+            # Nothing was committed (each write is one transaction), so a retry is safe.
+            log.warning("database_unavailable", method=method, error=type(error).__name__)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry")
         if isinstance(error, NotImplementedError):
             context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
         log.error("unhandled_exception", method=method, exc_info=error)
@@ -146,6 +151,15 @@ class EdgeInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 raise
 
         return streaming
+
+
+def _database_unreachable(error: Exception) -> bool:
+    """Whether ``error`` is the database being down, locked or out of connections."""
+    if isinstance(error, sql_errors.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error, sql_errors.OperationalError | sql_errors.InterfaceError | sql_errors.TimeoutError
+    )
 
 
 def _aborted(context: grpc.ServicerContext) -> bool:
