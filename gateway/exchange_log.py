@@ -21,11 +21,12 @@ import structlog
 
 from gateway.audit.entry import AuditEntry, Kind, timestamp
 from gateway.audit.store import AuditLog, AuditUnavailableError
+from lienthong import metadata
 from lienthong.signed_note import NoteSigner, Receipt, receipt_text
 
 log = structlog.get_logger("gateway.exchange")
 
-RECEIPT_KEY = "lienthong-receipt-bin"
+RECEIPT_KEY = metadata.RECEIPT
 
 
 @dataclass(frozen=True)

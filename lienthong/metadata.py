@@ -18,6 +18,8 @@ EXCHANGE_ID = "lienthong-exchange-id"
 # The leaf index of the exchange's request entry in the audit log, durable before forwarding:
 # upstreams keep it with what the exchange changed, as the evidence of who sent it.
 EXCHANGE_LEAF = "lienthong-exchange-leaf"
+# The gateway's signed receipt of an exchange, in the trailing metadata of every answer.
+RECEIPT = "lienthong-receipt-bin"
 CALLER_SUPPLIED = frozenset({REQUEST_ID, PURPOSE, ON_BEHALF_OF})
 
 

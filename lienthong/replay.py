@@ -15,12 +15,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from functools import partial
+from typing import TYPE_CHECKING, TextIO, cast
 
 import grpc
 
 from certs.pki import issue_officer_certificate, load_pki
-from lienthong import metadata, pilot
+from lienthong import metadata, pilot, retry
 from lienthong.civilregistry.v1 import (
     birth_registration_pb2,
     birth_registration_service_pb2,
@@ -48,6 +49,8 @@ class ReplayOutcome:
     seconds: float = 0.0
     codes: Counter[str] = field(default_factory=Counter)
     pin_status: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    receipts: list[bytes] = field(default_factory=list)
 
 
 def enrol_officers(
@@ -62,7 +65,7 @@ def enrol_officers(
     for index in range(max(total, len(units))):
         unit = units[index % len(units)]
         officer_id = f"pilot-{unit.code}-{index // len(units) + 1}"
-        create_officer(channel, officer_id, unit)
+        retry.with_retries(partial(create_officer, channel, officer_id, unit))
         registrars.setdefault(unit.code, officer_id)
     return registrars
 
@@ -78,11 +81,15 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
     seed: int = 2016,
     officers: int = PILOT_OFFICERS,
     out: TextIO = sys.stderr,
+    keep_receipts: bool = False,
 ) -> ReplayOutcome:
     """Register ``count`` pilot births through ``gateway``, each by its unit's officer.
 
     ``officers`` accounts are enrolled first, at least one per unit; with 0, only the units
-    the replay reaches get one, when first reached (for short replays).
+    the replay reaches get one, when first reached (for short replays). A call that fails
+    for a passing reason (UNAVAILABLE while a service restarts, ...) is sent again with its
+    request ID until it is answered for good. ``keep_receipts`` keeps the gateway's receipt
+    of every registration answered OK.
     """
     units = pilot.pilot_units(codes)
     admin = secure_channel(gateway, administrator.read())
@@ -92,19 +99,18 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
     channels: dict[str, grpc.Channel] = {}
     outcome = ReplayOutcome()
     slots = threading.BoundedSemaphore(concurrency)
-    lock = threading.Lock()
     try:
         if officers:
             out.write(f"Enrolling {max(officers, len(units.all()))} officers...\n")
             registrars = enrol_officers(admin, units.all(), total=officers)
         progress = _Progress(count, out)
+        answers = _Answers(outcome, slots, progress, keep_receipts=keep_receipts)
         started = time.monotonic()
         for request in pilot.pilot_registrations(codes, count, seed=seed):
             unit_code = request.birth_registration.registration_unit.code
             if unit_code not in registrars:
-                registrars[unit_code] = create_officer(
-                    admin, f"pilot-{unit_code}-1", by_code[unit_code]
-                )
+                officer = partial(create_officer, admin, f"pilot-{unit_code}-1", by_code[unit_code])
+                registrars[unit_code] = retry.with_retries(officer)
             if unit_code not in channels:
                 paths = issue_officer_certificate(pki, registrars[unit_code])
                 tls = TlsFiles(administrator.ca_certificate, paths.certificate, paths.private_key)
@@ -113,15 +119,7 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
                 channels[unit_code]
             )
             slots.acquire()
-            future = stub.RegisterBirth.future(
-                request,
-                timeout=60,
-                metadata=(
-                    (metadata.REQUEST_ID, request.request_id),
-                    (metadata.PURPOSE, "birth-registration"),
-                ),
-            )
-            future.add_done_callback(lambda done: _record(done, outcome, lock, slots, progress))
+            _Registration(stub, request, answers).send()
             outcome.sent += 1
         for _ in range(concurrency):  # every call answered
             slots.acquire()
@@ -133,26 +131,87 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
     return outcome
 
 
-def _record(
-    done: grpc.Future,  # type: ignore[type-arg]
-    outcome: ReplayOutcome,
-    lock: threading.Lock,
-    slots: threading.BoundedSemaphore,
-    progress: _Progress,
-) -> None:
-    try:
-        exception = done.exception()
-        with lock:
-            if exception is None:
-                outcome.codes["OK"] += 1
-                status = done.result().birth_registration.pin_status
-                outcome.pin_status[birth_registration_pb2.PinStatus.Name(status)] += 1
-            else:
-                code = exception.code() if isinstance(exception, grpc.Call) else None
-                outcome.codes[code.name if code else type(exception).__name__] += 1
-            progress.advance()
-    finally:
-        slots.release()
+class _Answers:
+    """Where the replay's answers go: counted, shown, and their slot freed."""
+
+    def __init__(
+        self,
+        outcome: ReplayOutcome,
+        slots: threading.BoundedSemaphore,
+        progress: _Progress,
+        *,
+        keep_receipts: bool,
+    ) -> None:
+        self.outcome, self._slots, self._progress = outcome, slots, progress
+        self._keep_receipts = keep_receipts
+        self._lock = threading.Lock()
+
+    def answered(self, done: grpc.Future) -> None:  # type: ignore[type-arg]
+        """Count the final answer of one registration."""
+        try:
+            exception = done.exception()
+            with self._lock:
+                outcome = self.outcome
+                if exception is None:
+                    outcome.codes["OK"] += 1
+                    status = done.result().birth_registration.pin_status
+                    outcome.pin_status[birth_registration_pb2.PinStatus.Name(status)] += 1
+                    if self._keep_receipts:
+                        outcome.receipts.extend(
+                            value
+                            for key, value in cast("grpc.Call", done).trailing_metadata() or ()
+                            if key == metadata.RECEIPT and isinstance(value, bytes)
+                        )
+                else:
+                    code = exception.code() if isinstance(exception, grpc.Call) else None
+                    outcome.codes[code.name if code else type(exception).__name__] += 1
+                self._progress.advance()
+        finally:
+            self._slots.release()
+
+    def retried(self) -> None:
+        """Count one call sent again."""
+        with self._lock:
+            self.outcome.retries += 1
+
+
+class _Registration:
+    """One RegisterBirth call, sent again after each retryable failure within its patience."""
+
+    def __init__(
+        self,
+        stub: birth_registration_service_pb2_grpc.BirthRegistrationServiceStub,
+        request: birth_registration_service_pb2.RegisterBirthRequest,
+        answers: _Answers,
+    ) -> None:
+        self._stub, self._request, self._answers = stub, request, answers
+        self._attempt = 0
+        self._deadline = time.monotonic() + retry.DEFAULT_PATIENCE
+
+    def send(self) -> None:
+        """Send the call; its answer comes back on a gRPC thread."""
+        future = self._stub.RegisterBirth.future(
+            self._request,
+            timeout=60,
+            metadata=(
+                (metadata.REQUEST_ID, self._request.request_id),
+                (metadata.PURPOSE, "birth-registration"),
+            ),
+        )
+        future.add_done_callback(self._done)
+
+    def _done(self, done: grpc.Future) -> None:  # type: ignore[type-arg]
+        error = done.exception()
+        if error is not None and retry.retryable(error):
+            self._attempt += 1
+            wait = retry.delay(self._attempt)
+            if time.monotonic() + wait < self._deadline:
+                self._answers.retried()
+                timer = threading.Timer(wait, self.send)
+                timer.daemon = True
+                timer.start()
+                return
+        self._answers.answered(done)
 
 
 def wait_for_pins(channel: grpc.Channel, *, timeout: float = _PENDING_WAIT) -> int:

@@ -47,6 +47,10 @@ def server_credentials(material: TlsMaterial) -> grpc.ServerCredentials:
     )
 
 
+# First and longest wait, in milliseconds, before reconnecting to a peer that went away.
+RECONNECT_BACKOFF_MS = (250, 2_000)
+
+
 def secure_channel(
     target: str,
     material: TlsMaterial,
@@ -62,6 +66,11 @@ def secure_channel(
     )
     channel_options: list[tuple[str, str | int]] = [
         ("grpc.ssl_target_name_override", server_name),
+        # Every peer is a lienthong service that comes back within seconds of a restart;
+        # gRPC's default backoff (up to two minutes) would keep callers away long after.
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
         *(options or []),
     ]
     return grpc.secure_channel(target, credentials, options=channel_options)
