@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 export GRPC_VERBOSITY ?= ERROR
 
-.PHONY: run run-postgres replay test lint check contracts baseline clean
+.PHONY: run run-postgres replay test soak lint check contracts baseline clean
 
 run: $(PY_STAMP)
 	$(BIN)/lienthong run --config config/dev.toml
@@ -30,6 +30,12 @@ test: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The long crash soak (issue 8, docs/reliability.md): the whole pilot replayed while the
+# three services are killed with SIGKILL and restarted; `make test` runs a short one.
+SOAK_ARGS ?= --registrations 88982 --kills 40
+soak: $(PY_STAMP)
+	$(BIN)/python tests/crash_soak.py $(SOAK_ARGS)
 
 lint: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
