@@ -33,7 +33,7 @@ test: $(PY_STAMP) $(NODE_STAMP)
 
 # The long crash soak (issue 8, docs/reliability.md): the whole pilot replayed while the
 # three services are killed with SIGKILL and restarted; `make test` runs a short one.
-SOAK_ARGS ?= --registrations 88982 --kills 40
+SOAK_ARGS ?= --registrations 88982 --kills 40 --gap 5 40
 soak: $(PY_STAMP)
 	$(BIN)/python tests/crash_soak.py $(SOAK_ARGS)
 

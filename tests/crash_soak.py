@@ -10,7 +10,7 @@ registration eligible for a PIN holding exactly one active PIN on both sides, th
 verifying, every answer the client received carrying a receipt of an exchange in the log, and
 no name or date of birth in any log line, metric or audit entry.
 
-    .venv/bin/python tests/crash_soak.py --registrations 88982 --kills 40   # `make soak`
+    .venv/bin/python tests/crash_soak.py --registrations 88982 --kills 40 --gap 5 40  # make soak
 
 `tests/test_crash_soak.py` runs a shorter one in `make test`.
 """
@@ -466,10 +466,18 @@ def main() -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seed", type=int, default=2016)
+    parser.add_argument(
+        "--gap",
+        type=float,
+        nargs=2,
+        default=(0.2, 1.5),
+        metavar=("MIN", "MAX"),
+        help="seconds from a restarted service being healthy to the next kill",
+    )
     arguments = parser.parse_args()
     settings = SoakSettings(
         arguments.registrations, arguments.kills, arguments.backend, arguments.seed,
-        arguments.concurrency,
+        arguments.concurrency, tuple(arguments.gap),
     )  # fmt: skip
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="crash_soak-") as directory:
