@@ -50,7 +50,8 @@ class ReplayOutcome:
     codes: Counter[str] = field(default_factory=Counter)
     pin_status: Counter[str] = field(default_factory=Counter)
     retries: int = 0
-    receipts: list[bytes] = field(default_factory=list)
+    # (status code name, receipt) of every answer that carried the gateway's receipt.
+    receipts: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def enrol_officers(
@@ -89,7 +90,7 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
     the replay reaches get one, when first reached (for short replays). A call that fails
     for a passing reason (UNAVAILABLE while a service restarts, ...) is sent again with its
     request ID until it is answered for good. ``keep_receipts`` keeps the gateway's receipt
-    of every registration answered OK.
+    of every answer, with its status.
     """
     units = pilot.pilot_units(codes)
     admin = secure_channel(gateway, administrator.read())
@@ -156,18 +157,25 @@ class _Answers:
                     outcome.codes["OK"] += 1
                     status = done.result().birth_registration.pin_status
                     outcome.pin_status[birth_registration_pb2.PinStatus.Name(status)] += 1
-                    if self._keep_receipts:
-                        outcome.receipts.extend(
-                            value
-                            for key, value in cast("grpc.Call", done).trailing_metadata() or ()
-                            if key == metadata.RECEIPT and isinstance(value, bytes)
-                        )
                 else:
                     code = exception.code() if isinstance(exception, grpc.Call) else None
                     outcome.codes[code.name if code else type(exception).__name__] += 1
                 self._progress.advance()
         finally:
             self._slots.release()
+
+    def received(self, done: grpc.Future) -> None:  # type: ignore[type-arg]
+        """Keep the receipt of any answer, final or not, with the status the client saw."""
+        if not self._keep_receipts:
+            return
+        call = cast("grpc.Call", done)
+        receipts = [
+            (call.code().name, value)
+            for key, value in call.trailing_metadata() or ()
+            if key == metadata.RECEIPT and isinstance(value, bytes)
+        ]
+        with self._lock:
+            self.outcome.receipts.extend(receipts)
 
     def retried(self) -> None:
         """Count one call sent again."""
@@ -201,6 +209,7 @@ class _Registration:
         future.add_done_callback(self._done)
 
     def _done(self, done: grpc.Future) -> None:  # type: ignore[type-arg]
+        self._answers.received(done)
         error = done.exception()
         if error is not None and retry.retryable(error):
             self._attempt += 1

@@ -100,7 +100,7 @@ class SoakReport:
             f"kills (SIGKILL) during the replay: {self.kills_during_replay} ({kills})",
             f"final answers: {dict(self.answers)}",
             f"PINs issued and matching on both sides: {self.pins_issued:,}",
-            f"receipts checked against the audit log: {self.receipts_checked:,}",
+            f"receipts (every answer's) checked against the audit log: {self.receipts_checked:,}",
             f"lienthong audit verify: {self.audit_verify}",
             "privacy scan: "
             + ", ".join(f"{count:,} {what}" for what, count in sorted(self.scanned.items()))
@@ -368,13 +368,16 @@ def _check_databases(
     report.pins_issued = len(set(active.items()) & set(issued.items()))
 
 
-def _check_receipts(receipts: list[bytes], audit_url: str, pki: Path, report: SoakReport) -> None:
-    """Every receipt the client got opens with the log's key and names a leaf in the log."""
+def _check_receipts(
+    receipts: list[tuple[str, bytes]], audit_url: str, pki: Path, report: SoakReport
+) -> None:
+    """Every receipt the client got opens with the log's key and names, at its leaf, the
+    completion of an exchange with the status the client saw; every OK answer had one."""
     verifier = NoteVerifier((pki / "audit-log.vkey").read_text(encoding="utf-8").strip())
     engine = sqlalchemy.create_engine(audit_url)
     try:
         with engine.connect() as connection:
-            for note in receipts:
+            for code, note in receipts:
                 try:
                     receipt = parse_receipt(verifier.open(note.decode("utf-8")))
                 except (NoteError, UnicodeDecodeError) as error:
@@ -390,17 +393,17 @@ def _check_receipts(receipts: list[bytes], audit_url: str, pki: Path, report: So
                     entry is None
                     or merkle.leaf_hash(data) != receipt.leaf_hash
                     or entry.exchange_id != receipt.exchange_id
-                    or entry.status != "OK"
+                    or entry.kind != "completion"
+                    or entry.status != code
                 ):
                     report.problems.append(f"receipt of leaf {receipt.leaf_index} not in the log")
                     continue
                 report.receipts_checked += 1
     finally:
         engine.dispose()
-    if len(receipts) != report.answers.get("OK", 0):
-        report.problems.append(
-            f"{len(receipts)} receipts for {report.answers.get('OK', 0)} answers"
-        )
+    answered_ok = report.answers.get("OK", 0)
+    if (ok := sum(code == "OK" for code, _ in receipts)) != answered_ok:
+        report.problems.append(f"{ok} receipts of OK answers for {answered_ok} OK answers")
 
 
 def _personal_strings(

@@ -32,7 +32,7 @@ def test_twenty_kills_during_a_replay_lose_double_and_leak_nothing(tmp_path: Pat
     assert report.kills_during_replay >= SHORT_SOAK.kills
     assert min(report.kills[name] for name in ("gateway", "justice", "police")) >= 6
     assert report.answers == {"OK": SHORT_SOAK.registrations}
-    assert report.receipts_checked == SHORT_SOAK.registrations
+    assert report.receipts_checked >= SHORT_SOAK.registrations
     assert report.pins_issued == pilot.expected_counts(SHORT_SOAK.registrations)["pins_issued"]
     assert report.audit_verify.startswith("exit 0: OK")
     assert report.scanned["log lines"] > 0
