@@ -60,10 +60,11 @@ def schema_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and a busy timeout.
+    """An engine for ``url``, ready for a database that goes away and comes back.
 
-    Errors never carry the statement's parameters: they would put names and dates of birth
-    into logs.
+    SQLite gets WAL, full sync, foreign keys and a busy timeout; PostgreSQL gets pre-ping and
+    a connect timeout (CONNECT_TIMEOUT). Errors never carry the statement's parameters:
+    they would put names and dates of birth into logs.
     """
     if url.startswith("sqlite"):
         database = make_url(url).database
@@ -76,7 +77,27 @@ def make_engine(url: str) -> Engine:
         # (read_session_factory) begin DEFERRED: a snapshot, without queueing for the lock.
         event.listen(engine, "begin", _begin_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # pool_pre_ping replaces connections the server or the network closed (after a restart or
+    # an outage) before a call uses them, so a service recovers without a restart.
+    return create_engine(
+        url, pool_pre_ping=True, hide_parameters=True, connect_args=_postgres_connect_args(url)
+    )
+
+
+# Seconds to wait for a PostgreSQL server to answer a new connection. Without a limit psycopg
+# waits 130 s for a server that accepts the TCP connection and never answers (a hung host, a
+# dead route, a stuck proxy): every call needing a new connection, and the audit log's
+# single writer, would be held long past any caller's deadline. Reaching a database on the
+# service's own network takes milliseconds; the gateway may wait twice (an exchange's request
+# and completion entries) within an officer's 10 s.
+CONNECT_TIMEOUT = 3
+
+
+def _postgres_connect_args(url: str) -> dict[str, Any]:
+    """``connect_timeout`` unless the URL sets its own (``?connect_timeout=N``)."""
+    if "connect_timeout" in make_url(url).query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:  # noqa: ANN401

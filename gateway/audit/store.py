@@ -243,19 +243,40 @@ class AuditLog:
                     self._write(batch)
                     return
                 batch.append(item)
-            self._write(batch)
+            if not self._write(batch):
+                return
 
-    def _write(self, batch: Sequence[_Pending]) -> None:
+    def _write(self, batch: Sequence[_Pending]) -> bool:
+        """Commit ``batch`` and answer its waiters; False when told to stop meanwhile."""
         try:
             results = self._commit(batch)
         except Exception as error:  # noqa: BLE001 - every waiter must learn of the failure
             self._frontier = None  # reload the right edge from what was committed
-            log.error("audit_write_failed", entries=len(batch), error=str(error))  # noqa: TRY400
-            for pending in batch:
+            # What queued while this batch failed fails with it: the database was just found
+            # unreachable, and a connection attempt per batch (up to the connect timeout
+            # each, lienthong.db) would make each caller wait for all those queued before it.
+            failed, running = self._waiting()
+            log.error(  # noqa: TRY400
+                "audit_write_failed", entries=len(batch) + len(failed), error=str(error)
+            )
+            for pending in (*batch, *failed):
                 pending.future.set_exception(AuditUnavailableError(str(error)))
-            return
+            return running
         for pending, result in zip(batch, results, strict=True):
             pending.future.set_result(result)
+        return True
+
+    def _waiting(self) -> tuple[list[_Pending], bool]:
+        """Everything queued now, and False if that included the request to stop."""
+        waiting: list[_Pending] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return waiting, True
+            if item is None:
+                return waiting, False
+            waiting.append(item)
 
     def _commit(self, batch: Sequence[_Pending]) -> list[Appended]:
         now = dt.datetime.now(dt.UTC)
