@@ -1,9 +1,9 @@
 """The gateway's Prometheus metrics, and an HTTP endpoint that serves them.
 
 Every label value is an identifier: a caller's SPIFFE ID, a contract method's full path, a
-gRPC status code name, a rejection reason, an upstream service's name. Never put anything
-read from a message in a label: it could be personal data, and it would make the series
-unbounded.
+gRPC status code name, a rejection reason, a refused TLS handshake's reason category, an
+upstream service's name. Never put anything read from a message (or grpc's own text) in a
+label: it could be personal data, and it would make the series unbounded.
 
 Metrics live in the ``CollectorRegistry`` a ``GatewayMetrics`` is given (a new one by
 default), never in prometheus_client's global registry, so several gateways, or tests, in one
@@ -77,6 +77,18 @@ class GatewayMetrics:
             ("caller", "method", "reason"),
             registry=self.registry,
         )
+        self._handshake_failures = Counter(
+            "lienthong_gateway_tls_handshake_failures_total",
+            "TLS handshakes refused by grpc (a caller's with the gateway, or the gateway's own"
+            " with an upstream: grpc does not say which), by reason category.",
+            ("reason",),
+            registry=self.registry,
+        )
+        self._handshake_unrecorded = Counter(
+            "lienthong_gateway_tls_handshake_failures_unrecorded_total",
+            "Refused TLS handshakes that could not be recorded in the audit log.",
+            registry=self.registry,
+        )
         self._upstream_up = Gauge(
             "lienthong_gateway_upstream_up",
             "1 when the service's upstream is reachable, 0 when not.",
@@ -105,6 +117,17 @@ class GatewayMetrics:
         self._rejections.labels(label, method, reason).inc()
         # Counted in requests_total as well, so that series alone gives the error ratio.
         self._requests.labels(label, method, code).inc()
+
+    def handshake_failed(self, reason: str) -> None:
+        """A TLS handshake was refused (by grpc) for ``reason``, a category of a fixed set.
+
+        The set is gateway.handshake_audit.REASONS (e.g. "EXPIRED"), never grpc's text.
+        """
+        self._handshake_failures.labels(reason).inc()
+
+    def handshake_not_recorded(self) -> None:
+        """A refused TLS handshake could not be recorded in the audit log."""
+        self._handshake_unrecorded.inc()
 
     def upstream_up(self, service: str, up: bool) -> None:  # noqa: FBT001 - the flag is the recorded value
         """Record whether ``service``'s upstream is reachable."""

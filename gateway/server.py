@@ -15,6 +15,7 @@ from gateway.audit.store import AuditLog
 from gateway.credentials import Upstreams, rotating_server_credentials
 from gateway.exchange_log import Auditor
 from gateway.forwarding import Forwarding, ForwardingHandler
+from gateway.handshake_audit import HandshakeAudit
 from gateway.limits import CallerLimits, LimitSettings
 from gateway.local import LocalService
 from gateway.metrics import GatewayMetrics, MetricsServer, start_metrics_server
@@ -138,10 +139,20 @@ def create_gateway(
 
 
 def serve(config: GatewayConfig) -> None:
-    """Run the gateway until SIGTERM or SIGINT, then drain."""
+    """Run the gateway until SIGTERM or SIGINT, then drain.
+
+    The process's stderr goes through a HandshakeAudit once the audit log is open, so that
+    the TLS handshakes grpc refuses are audited too (gateway/handshake_audit.py). Only here,
+    in the gateway's own process: create_gateway's servers may share a process, and its
+    stderr, with others (in tests, with their clients).
+    """
     gateway = create_gateway(config)
     gateway.start_companions()
+    handshakes = HandshakeAudit(gateway.audit, gateway.metrics)
     try:
+        handshakes.start()
         serve_until_signalled(gateway.server, "gateway", gateway.port, on_drain=gateway.drain)
     finally:
+        # Stopped before the audit log closes, so that the last refusals are recorded.
+        handshakes.stop()
         gateway.close()

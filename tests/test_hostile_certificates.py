@@ -1,0 +1,949 @@
+"""Hostile certificates made with openssl: all refused, and all audited (security issue).
+
+One real `lienthong serve gateway` process, on its own development PKI and a SQLite audit
+log, meets clients presenting certificates the `openssl` command made: self-signed, from
+another CA, expired, not yet valid, for server use only, with a keyUsage that forbids
+signing, revoked while the gateway runs, and a valid one whose caller claims another system's
+identity in metadata. grpc's core refuses the first kinds at the TLS handshake, where Python
+never sees them: the gateway reads grpc's log line from its own stderr and audits each one
+(gateway/handshake_audit.py). The others reach the gateway's admission and are answered and
+audited as exchanges. A client channel may try a handshake more than once per call, so each
+attempt must leave at least one entry.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from stack import POLICY, free_port, tls_of
+
+from certs.pki import DevPki, init_dev_pki
+from gateway.audit.entry import AuditEntry
+from gateway.audit.service import AuditApi
+from gateway.audit.store import Appended, AuditLog, CompletionQuery
+from gateway.handshake_audit import HANDSHAKE_METHOD, REASONS, HandshakeAudit, refusal_reason
+from gateway.metrics import GatewayMetrics
+from lienthong import metadata
+from lienthong.db import make_engine
+from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
+from lienthong.person.v1 import sex_pb2
+from lienthong.population.v1 import citizen_service_pb2, citizen_service_pb2_grpc
+from lienthong.signed_note import load_signer
+from lienthong.tls import TlsMaterial, secure_channel
+
+pytestmark = pytest.mark.timeout(120)
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+RECORD_TIMEOUT = 10.0
+ATTEMPTS = 2  # calls per hostile certificate, each on a channel of its own
+PORTAL = "spiffe://lienthong.local/moj/officer-portal"
+REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
+OFFICER = "spiffe://lienthong.local/moj/officers/hostile-officer"
+AUDIT = ((metadata.PURPOSE, "audit"),)
+GET_LATEST_CHECKPOINT = "/lienthong.gateway.v1.AuditService/GetLatestCheckpoint"
+LIST_EXCHANGES = "/lienthong.gateway.v1.AuditService/ListExchanges"
+VERIFY_CITIZEN = "/lienthong.population.v1.CitizenService/VerifyCitizen"
+
+# The gateway serves no upstream: every refusal here happens before routing. The justice,
+# police and demo sections are required by the file's format only.
+CONFIG = """
+pki_directory = {pki}
+log_directory = {logs}
+
+[gateway]
+listen = "127.0.0.1:{port}"
+policy = {policy}
+crls = [{crl}]
+metrics_listen = "127.0.0.1:{metrics_port}"
+
+[gateway.audit]
+database_url = {database_url}
+signing_key = {signing_key}
+
+[gateway.tls]
+ca_certificate = {ca}
+certificate = {server_certificate}
+private_key = {server_key}
+
+[gateway.upstream_tls]
+ca_certificate = {ca}
+certificate = {client_certificate}
+private_key = {client_key}
+
+[gateway.routes]
+
+[justice]
+listen = "127.0.0.1:{justice_port}"
+database_url = "sqlite:///justice.db"
+gateway = "127.0.0.1:{port}"
+trusted_callers = ["spiffe://lienthong.local/gateway"]
+
+[justice.tls]
+ca_certificate = {ca}
+certificate = {justice_certificate}
+private_key = {justice_key}
+
+[police]
+listen = "127.0.0.1:{police_port}"
+database_url = "sqlite:///police.db"
+trusted_callers = ["spiffe://lienthong.local/gateway"]
+
+[police.tls]
+ca_certificate = {ca}
+certificate = {police_certificate}
+private_key = {police_key}
+
+[demo.tls]
+ca_certificate = {ca}
+certificate = {justice_certificate}
+private_key = {justice_key}
+"""
+
+
+def _toml(value: Path | str) -> str:
+    """A TOML basic string (JSON's string syntax is a subset of TOML's for these values)."""
+    return json.dumps(str(value))
+
+
+def _lienthong(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run the `lienthong` command line, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "lienthong.cli", *arguments],
+        cwd=REPOSITORY, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+# Certificates made by the openssl command -------------------------------------------------
+
+CLIENT_EXTENSIONS = """basicConstraints = critical,CA:FALSE
+keyUsage = critical,{key_usage}
+extendedKeyUsage = {extended_key_usage}
+subjectAltName = URI:{spiffe_id}
+"""
+CA_CONFIG = """[ca]
+default_ca = this_ca
+[this_ca]
+certificate = {certificate}
+private_key = {private_key}
+database = {directory}/index.txt
+serial = {directory}/serial
+new_certs_dir = {directory}/issued
+default_md = sha256
+policy = any_name
+email_in_dn = no
+unique_subject = no
+[any_name]
+organizationName = optional
+commonName = supplied
+"""
+
+
+@dataclass(frozen=True)
+class Made:
+    """A certificate and its private key (PEM files) that openssl made."""
+
+    certificate: Path
+    private_key: Path
+
+    def material(self, ca_certificate: Path) -> TlsMaterial:
+        """These as a client's TLS material, trusting ``ca_certificate``."""
+        return TlsMaterial(
+            ca_certificate.read_bytes(),
+            self.certificate.read_bytes(),
+            self.private_key.read_bytes(),
+        )
+
+
+class OpenSsl:
+    """Makes keys and certificates with the `openssl` command, in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def run(self, *arguments: str) -> None:
+        done = subprocess.run(
+            ["openssl", *arguments], cwd=self.directory, capture_output=True, text=True,
+            check=False, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, f"openssl {' '.join(arguments)}:\n{done.stderr}"
+
+    def ca(self, name: str) -> Made:
+        """A self-signed CA of its own (named like ours, to hide nothing but the key)."""
+        made = Made(self.directory / f"{name}.pem", self.directory / f"{name}.key")
+        self.run(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(made.private_key), "-out", str(made.certificate),
+            "-days", "30", "-subj", "/O=lienthong/CN=lienthong development CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        return made
+
+    def self_signed(self, name: str, spiffe_id: str) -> Made:
+        """A client certificate signed by its own key."""
+        made = Made(self.directory / f"{name}.pem", self.directory / f"{name}.key")
+        self.run(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(made.private_key), "-out", str(made.certificate),
+            "-days", "30", "-subj", f"/O=lienthong/CN={name}",
+            "-addext", f"subjectAltName=URI:{spiffe_id}",
+            "-addext", "keyUsage=critical,digitalSignature",
+            "-addext", "extendedKeyUsage=clientAuth",
+        )  # fmt: skip
+        return made
+
+    def issue(
+        self,
+        name: str,
+        ca: Made,
+        *,
+        spiffe_id: str,
+        valid_from: dt.timedelta = dt.timedelta(minutes=-5),
+        valid_until: dt.timedelta = dt.timedelta(days=30),
+        key_usage: str = "digitalSignature",
+        extended_key_usage: str = "clientAuth",
+    ) -> Made:
+        """A client certificate signed by ``ca`` with `openssl ca`, valid relative to now."""
+        made = Made(self.directory / f"{name}.pem", self.directory / f"{name}.key")
+        request = self.directory / f"{name}.csr"
+        self.run(
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(made.private_key), "-out", str(request),
+            "-subj", f"/O=lienthong/CN={name}",
+        )  # fmt: skip
+        extensions = self.directory / f"{name}.ext"
+        extensions.write_text(
+            CLIENT_EXTENSIONS.format(
+                key_usage=key_usage, extended_key_usage=extended_key_usage, spiffe_id=spiffe_id
+            ),
+            encoding="utf-8",
+        )
+        now = dt.datetime.now(dt.UTC)
+        self.run(
+            "ca", "-config", str(self._ca_config(ca)), "-batch", "-notext", "-rand_serial",
+            "-startdate", f"{now + valid_from:%Y%m%d%H%M%SZ}",
+            "-enddate", f"{now + valid_until:%Y%m%d%H%M%SZ}",
+            "-extfile", str(extensions), "-in", str(request), "-out", str(made.certificate),
+        )  # fmt: skip
+        return made
+
+    def _ca_config(self, ca: Made) -> Path:
+        """`openssl ca`'s configuration and database for ``ca``, made on first use."""
+        directory = self.directory / f"ca-{ca.certificate.stem}"
+        config = directory / "ca.cnf"
+        if not config.exists():
+            (directory / "issued").mkdir(parents=True)
+            (directory / "index.txt").touch()
+            config.write_text(
+                CA_CONFIG.format(
+                    certificate=ca.certificate, private_key=ca.private_key, directory=directory
+                ),
+                encoding="utf-8",
+            )
+        return config
+
+
+# The gateway process ----------------------------------------------------------------------
+
+
+@dataclass
+class GatewayProcess:
+    """A running `lienthong serve gateway`: its files, address and process."""
+
+    pki: DevPki
+    config: Path
+    address: str
+    metrics_url: str
+    stdout: Path
+    stderr: Path
+    database_url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def our_ca(self) -> Made:
+        return Made(self.pki.ca_certificate, self.pki.ca_private_key)
+
+    def material(self, made: Made) -> TlsMaterial:
+        return made.material(self.pki.ca_certificate)
+
+    def audit_log(self) -> AuditLog:
+        """The gateway's audit log, opened for reading (its writer is the gateway's)."""
+        signer = load_signer(
+            "lienthong.local/audit", (self.pki.directory / "audit-log.key").read_bytes()
+        )
+        return AuditLog(make_engine(self.database_url), signer)
+
+    def completions(
+        self, after_leaf: int, *, caller: str | None = None, method: str | None = None
+    ) -> list[tuple[int, AuditEntry]]:
+        """Completion entries after ``after_leaf``, of ``caller`` and ``method`` if given."""
+        query = CompletionQuery(caller=caller, method=method, after_leaf=after_leaf, limit=10_000)
+        log = self.audit_log()
+        try:
+            return log.completions(query)
+        finally:
+            log._engine.dispose()  # a reader's engine, released at once
+
+    def tree_size(self) -> int:
+        log = self.audit_log()
+        try:
+            return log.tree_size()
+        finally:
+            log._engine.dispose()
+
+    def handshake_metrics(self) -> dict[str, float]:
+        """lienthong_gateway_tls_handshake_failures_total by reason, from /metrics."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        return {
+            sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "lienthong_gateway_tls_handshake_failures_total"
+        }
+
+    def handshake_lines(self) -> list[str]:
+        """grpc's lines about refused handshakes, as they reached the process's stderr."""
+        text = self.stderr.read_text(encoding="utf-8", errors="replace")
+        return [line for line in text.splitlines() if "] Handshake failed with error " in line]
+
+
+def _write_config(directory: Path, pki: DevPki, port: int, database_url: str) -> Path:
+    path = directory / "lienthong.toml"
+    server, client = pki.paths("gateway-server"), pki.paths("gateway-client")
+    justice, police = pki.paths("justice"), pki.paths("police")
+    path.write_text(
+        CONFIG.format(
+            pki=_toml(pki.directory),
+            logs=_toml(directory / "log"),
+            port=port,
+            metrics_port=free_port(),
+            policy=_toml(POLICY),
+            crl=_toml(pki.directory / "crl.pem"),
+            database_url=_toml(database_url),
+            signing_key=_toml(pki.directory / "audit-log.key"),
+            ca=_toml(pki.ca_certificate),
+            server_certificate=_toml(server.certificate),
+            server_key=_toml(server.private_key),
+            client_certificate=_toml(client.certificate),
+            client_key=_toml(client.private_key),
+            justice_port=free_port(),
+            police_port=free_port(),
+            justice_certificate=_toml(justice.certificate),
+            justice_key=_toml(justice.private_key),
+            police_certificate=_toml(police.certificate),
+            police_key=_toml(police.private_key),
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _wait_healthy(gateway: GatewayProcess) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    with secure_channel(gateway.address, tls_of(gateway.pki, "justice").read()) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if gateway.process.poll() is not None:
+                output = gateway.stdout.read_text() + gateway.stderr.read_text()
+                pytest.fail(f"the gateway exited with {gateway.process.returncode}:\n{output}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except grpc.RpcError:
+                time.sleep(0.1)
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+    pytest.fail(f"the gateway did not become healthy on {gateway.address}")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway process for the module, on a PKI of its own; stopped with SIGTERM after.
+
+    Stopping must be clean: exit status 0, and `lienthong audit verify` passes afterwards.
+    """
+    directory = tmp_path_factory.mktemp("hostile")
+    pki = init_dev_pki(directory / "pki")
+    port = free_port()
+    database_url = f"sqlite:///{directory / 'audit.db'}"
+    config = _write_config(directory, pki, port, database_url)
+    stdout, stderr = directory / "gateway.jsonl", directory / "gateway.stderr"
+    # grpc logs refused handshakes at its default verbosity, which the test makes sure of.
+    environment = {k: v for k, v in os.environ.items() if k not in {"GRPC_VERBOSITY", "GRPC_TRACE"}}
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lienthong.cli", "serve", "gateway", "--config", str(config)],
+            cwd=REPOSITORY, stdout=out, stderr=err, env=environment, start_new_session=True,
+        )  # fmt: skip
+    running = GatewayProcess(
+        pki, config, f"127.0.0.1:{port}", "", stdout, stderr, database_url, process
+    )
+    try:
+        metrics_listen = _metrics_listen(config)
+        running.metrics_url = f"http://{metrics_listen}/metrics"
+        _wait_healthy(running)
+        yield running
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, stderr.read_text()
+        verified = _lienthong("audit", "verify", "--config", str(config))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _metrics_listen(config: Path) -> str:
+    for line in config.read_text(encoding="utf-8").splitlines():
+        if line.startswith("metrics_listen"):
+            return str(json.loads(line.split("=", 1)[1]))
+    raise AssertionError("no metrics_listen in the configuration")
+
+
+@pytest.fixture(scope="module")
+def openssl(tmp_path_factory: pytest.TempPathFactory) -> OpenSsl:
+    """The openssl command, working in a directory of the module's own."""
+    return OpenSsl(tmp_path_factory.mktemp("openssl"))
+
+
+# Clients ----------------------------------------------------------------------------------
+
+
+def _call_status(channel: grpc.Channel) -> grpc.StatusCode:
+    """The status of one GetLatestCheckpoint call (granted to every identity used here)."""
+    stub = audit_service_pb2_grpc.AuditServiceStub(channel)
+    try:
+        stub.GetLatestCheckpoint(
+            audit_service_pb2.GetLatestCheckpointRequest(), timeout=10, metadata=AUDIT
+        )
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def _attempt(gateway: GatewayProcess, material: TlsMaterial) -> grpc.StatusCode:
+    """One call on a channel of its own, closed at once (so that it tries no more)."""
+    with secure_channel(gateway.address, material) as channel:
+        return _call_status(channel)
+
+
+def _attempt_without_certificate(gateway: GatewayProcess) -> grpc.StatusCode:
+    credentials = grpc.ssl_channel_credentials(gateway.pki.ca_certificate.read_bytes())
+    with grpc.secure_channel(
+        gateway.address, credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+    ) as channel:
+        return _call_status(channel)
+
+
+def _attempt_through_openssl(gateway: GatewayProcess, made: Made) -> grpc.StatusCode:
+    """One call whose TLS client is Python's ssl module (OpenSSL), not grpc's.
+
+    grpc's own client refuses to present an EC certificate whose keyUsage forbids signing
+    (it never connects), so such a certificate is presented by OpenSSL: a relay takes the
+    call's plain HTTP/2 and carries it over TLS, with that certificate, to the gateway.
+    """
+    context = ssl.create_default_context(cafile=str(gateway.pki.ca_certificate))
+    context.load_cert_chain(made.certificate, made.private_key)
+    context.set_alpn_protocols(["h2"])
+    host, port = gateway.address.rsplit(":", 1)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        stop = threading.Event()
+
+        def relay() -> None:
+            listener.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    plain, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with plain:
+                    try:
+                        raw = socket.create_connection((host, int(port)), timeout=10)
+                    except OSError:
+                        continue
+                    try:
+                        tls = context.wrap_socket(raw, server_hostname="localhost")
+                    except OSError:
+                        raw.close()
+                        continue
+                    with tls:
+                        _pipe_both_ways(plain, tls)
+
+        thread = threading.Thread(target=relay, daemon=True)
+        thread.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{listener.getsockname()[1]}") as channel:
+                return _call_status(channel)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def _pipe_both_ways(plain: socket.socket, tls: ssl.SSLSocket) -> None:
+    def copy(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for closing in (source, target):
+                with contextlib.suppress(OSError):
+                    closing.shutdown(socket.SHUT_RDWR)
+
+    back = threading.Thread(target=copy, args=(tls, plain), daemon=True)
+    back.start()
+    copy(plain, tls)
+    back.join(timeout=10)
+
+
+def _eventually(condition: Callable[[], bool], timeout: float = RECORD_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _handshake_refusals(gateway: GatewayProcess, after_leaf: int) -> collections.Counter[str]:
+    """The reason categories of refused handshakes recorded after ``after_leaf``, counted."""
+    found = gateway.completions(after_leaf, method=HANDSHAKE_METHOD)
+    return collections.Counter(entry.purpose or "" for _, entry in found)
+
+
+# Refused at the TLS handshake -------------------------------------------------------------
+
+HandshakeCase = Callable[[GatewayProcess, OpenSsl], Callable[[], grpc.StatusCode]]
+
+
+def _self_signed(gateway: GatewayProcess, openssl: OpenSsl) -> Callable[[], grpc.StatusCode]:
+    made = openssl.self_signed("self-signed", PORTAL)
+    return lambda: _attempt(gateway, gateway.material(made))
+
+
+def _another_ca(gateway: GatewayProcess, openssl: OpenSsl) -> Callable[[], grpc.StatusCode]:
+    made = openssl.issue("another-ca", openssl.ca("hostile-ca"), spiffe_id=PORTAL)
+    return lambda: _attempt(gateway, gateway.material(made))
+
+
+def _expired(gateway: GatewayProcess, openssl: OpenSsl) -> Callable[[], grpc.StatusCode]:
+    made = openssl.issue(
+        "expired", gateway.our_ca, spiffe_id=PORTAL,
+        valid_from=dt.timedelta(days=-30), valid_until=dt.timedelta(days=-1),
+    )  # fmt: skip
+    return lambda: _attempt(gateway, gateway.material(made))
+
+
+def _not_yet_valid(gateway: GatewayProcess, openssl: OpenSsl) -> Callable[[], grpc.StatusCode]:
+    made = openssl.issue(
+        "not-yet-valid", gateway.our_ca, spiffe_id=PORTAL,
+        valid_from=dt.timedelta(days=1), valid_until=dt.timedelta(days=30),
+    )  # fmt: skip
+    return lambda: _attempt(gateway, gateway.material(made))
+
+
+def _server_only(gateway: GatewayProcess, openssl: OpenSsl) -> Callable[[], grpc.StatusCode]:
+    made = openssl.issue(
+        "server-only", gateway.our_ca, spiffe_id=PORTAL, extended_key_usage="serverAuth"
+    )
+    return lambda: _attempt(gateway, gateway.material(made))
+
+
+def _no_signing(gateway: GatewayProcess, openssl: OpenSsl) -> Callable[[], grpc.StatusCode]:
+    made = openssl.issue("no-signing", gateway.our_ca, spiffe_id=PORTAL, key_usage="keyAgreement")
+    return lambda: _attempt_through_openssl(gateway, made)
+
+
+def _no_certificate(gateway: GatewayProcess, _openssl: OpenSsl) -> Callable[[], grpc.StatusCode]:
+    return lambda: _attempt_without_certificate(gateway)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        pytest.param(_self_signed, "UNTRUSTED_ISSUER", id="self-signed"),
+        pytest.param(_another_ca, "UNTRUSTED_ISSUER", id="another-ca"),
+        pytest.param(_expired, "EXPIRED", id="expired"),
+        pytest.param(_not_yet_valid, "NOT_YET_VALID", id="not-yet-valid"),
+        pytest.param(_server_only, "WRONG_PURPOSE", id="server-auth-only"),
+        pytest.param(_no_signing, "KEY_USAGE", id="key-usage-without-digital-signature"),
+        pytest.param(_no_certificate, "NO_CERTIFICATE", id="no-certificate"),
+    ],
+)
+def test_a_certificate_refused_at_the_handshake_is_audited_per_attempt(
+    gateway: GatewayProcess, openssl: OpenSsl, case: HandshakeCase, reason: str
+) -> None:
+    """Each call with the hostile certificate fails (UNAVAILABLE: grpc refused the handshake)
+    and leaves, in the gateway's audit log, at least one `tls-handshake` completion with no
+    caller, status UNAUTHENTICATED (16) and this reason category in `purpose`, and no other
+    category; the metric counts the category, and grpc's line still reaches stderr."""
+    attempt = case(gateway, openssl)
+    mark = gateway.tree_size() - 1
+    counted_before = gateway.handshake_metrics().get(reason, 0.0)
+    lines_before = len(gateway.handshake_lines())
+
+    codes = [attempt() for _ in range(ATTEMPTS)]
+
+    assert codes == [grpc.StatusCode.UNAVAILABLE] * ATTEMPTS
+    assert _eventually(lambda: _handshake_refusals(gateway, mark)[reason] >= ATTEMPTS)
+    time.sleep(0.2)  # any further try of these calls would be recorded by now
+    assert set(_handshake_refusals(gateway, mark)) == {reason}
+    for _, entry in gateway.completions(mark, method=HANDSHAKE_METHOD):
+        assert (entry.kind, entry.caller, entry.upstream) == ("completion", None, None)
+        assert (entry.status, entry.status_code, entry.request_leaf) == (
+            "UNAUTHENTICATED",
+            16,
+            None,
+        )
+        assert entry.request_id is None
+        assert entry.on_behalf_of is None
+    assert gateway.handshake_metrics()[reason] >= counted_before + ATTEMPTS
+    # Each of grpc's lines reached stderr, and each has exactly one entry.
+    assert _eventually(
+        lambda: (
+            len(gateway.handshake_lines()) - lines_before
+            == sum(_handshake_refusals(gateway, mark).values())
+        )
+    )
+    # No exchange reached admission: nothing else was recorded meanwhile.
+    assert all(entry.method == HANDSHAKE_METHOD for _, entry in gateway.completions(mark))
+
+
+# Refused by the gateway itself ------------------------------------------------------------
+
+
+def test_a_certificate_revoked_while_the_gateway_runs_is_refused_and_audited(
+    gateway: GatewayProcess, openssl: OpenSsl
+) -> None:
+    """A certificate openssl issued from our CA works until `lienthong certs revoke` lists
+    it; within a second its calls are answered UNAUTHENTICATED, each recorded as a
+    completion naming the certificate's own identity, without a request entry."""
+    made = openssl.issue("revoked", gateway.our_ca, spiffe_id=OFFICER)
+    # `lienthong certs revoke NAME` revokes {pki}/{NAME}.pem.
+    (gateway.pki.directory / "hostile-officer.pem").write_bytes(made.certificate.read_bytes())
+    material = gateway.material(made)
+    assert _attempt(gateway, material) == grpc.StatusCode.OK
+
+    revoked = _lienthong("certs", "revoke", "hostile-officer", "--dir", str(gateway.pki.directory))
+    assert revoked.returncode == 0, revoked.stderr
+    revoked_at = time.monotonic()
+    mark = gateway.tree_size() - 1
+    with secure_channel(gateway.address, material) as channel:
+        assert _eventually(lambda: _call_status(channel) == grpc.StatusCode.UNAUTHENTICATED, 5)
+        assert time.monotonic() - revoked_at < 1.0  # the CRL is re-read within 0.25 s
+        attempts = 1 + sum(
+            _call_status(channel) == grpc.StatusCode.UNAUTHENTICATED for _ in range(ATTEMPTS)
+        )
+    refused = [
+        entry
+        for _, entry in gateway.completions(mark, caller=OFFICER)
+        if entry.status == "UNAUTHENTICATED"
+    ]
+    assert attempts == 1 + ATTEMPTS
+    assert len(refused) >= attempts
+    for entry in refused:
+        assert (entry.method, entry.status_code) == (GET_LATEST_CHECKPOINT, 16)
+        assert entry.request_leaf is None  # refused before anything was forwarded
+
+
+def test_a_caller_claiming_another_systems_identity_in_metadata_is_audited_as_itself(
+    gateway: GatewayProcess, openssl: OpenSsl
+) -> None:
+    """A valid certificate (openssl, our CA) of the officer portal calling, with
+    `lienthong-caller` set to the civil registry, a method granted to the registry only is
+    refused PERMISSION_DENIED; the claim is ignored everywhere: the refusal, the portal's
+    allowed calls and its listing of exchanges are all recorded under the portal's identity,
+    and nothing under the registry's."""
+    made = openssl.issue("valid-portal", gateway.our_ca, spiffe_id=PORTAL)
+    claim = (
+        (metadata.CALLER, REGISTRY),
+        (metadata.EXCHANGE_ID, "forged"),
+        ("lienthong-anything", "forged"),
+    )
+    mark = gateway.tree_size() - 1
+    with secure_channel(gateway.address, gateway.material(made)) as channel:
+        citizens = citizen_service_pb2_grpc.CitizenServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            citizens.VerifyCitizen(
+                citizen_service_pb2.VerifyCitizenRequest(
+                    personal_identification_number="001316000001",
+                    claim=citizen_service_pb2.CitizenClaim(sex=sex_pb2.SEX_FEMALE),
+                ),
+                timeout=10,
+                metadata=((metadata.PURPOSE, "identity-verification"), *claim),
+            )
+        audit = audit_service_pb2_grpc.AuditServiceStub(channel)
+        audit.GetLatestCheckpoint(
+            audit_service_pb2.GetLatestCheckpointRequest(), timeout=10, metadata=(*AUDIT, *claim)
+        )
+        # The registry's exchanges are not the portal's to list, whatever it claims.
+        with pytest.raises(grpc.RpcError) as listing:
+            audit.ListExchanges(
+                audit_service_pb2.ListExchangesRequest(caller=REGISTRY),
+                timeout=10,
+                metadata=(*AUDIT, *claim),
+            )
+        own = audit.ListExchanges(
+            audit_service_pb2.ListExchangesRequest(method=VERIFY_CITIZEN),
+            timeout=10,
+            metadata=(*AUDIT, *claim),
+        )
+
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert listing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    recorded = gateway.completions(mark)
+    assert [(entry.caller, entry.method, entry.status) for _, entry in recorded] == [
+        (PORTAL, VERIFY_CITIZEN, "PERMISSION_DENIED"),
+        (PORTAL, GET_LATEST_CHECKPOINT, "OK"),
+        (PORTAL, LIST_EXCHANGES, "INVALID_ARGUMENT"),
+        (PORTAL, LIST_EXCHANGES, "OK"),
+    ]
+    assert recorded[0][1].request_leaf is None
+    assert recorded[0][1].status_code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert all(entry.exchange_id != "forged" for _, entry in recorded)
+    assert gateway.completions(-1, caller=REGISTRY) == []
+    # The portal's listing holds its own refused exchange, under its own identity.
+    assert [(exchange.caller, exchange.status_code) for exchange in own.exchanges][-1] == (
+        PORTAL,
+        grpc.StatusCode.PERMISSION_DENIED.value[0],
+    )
+
+
+# The audit tools over refused handshakes --------------------------------------------------
+
+
+def test_the_audit_tools_list_and_verify_refused_handshakes(
+    gateway: GatewayProcess, openssl: OpenSsl
+) -> None:
+    """With refused handshakes in the log, `lienthong audit search --method tls-handshake`
+    and `tail` print them, AuditService.ListExchanges converts them (the operator's unfiltered
+    view) and never lists them to a caller, `lienthong audit verify` passes, and every grpc
+    line about a refused handshake on the gateway's stderr has exactly one entry."""
+    made = openssl.self_signed("tools-self-signed", PORTAL)
+    mark = gateway.tree_size() - 1
+    assert _attempt(gateway, gateway.material(made)) == grpc.StatusCode.UNAVAILABLE
+    assert _eventually(lambda: _handshake_refusals(gateway, mark)["UNTRUSTED_ISSUER"] >= 1)
+
+    config = str(gateway.config)
+    searched = _lienthong("audit", "search", "--config", config, "--method", HANDSHAKE_METHOD)
+    assert searched.returncode == 0, searched.stderr
+    found = [json.loads(line) for line in searched.stdout.splitlines()]
+    assert found
+    assert {item["status"] for item in found} == {"UNAUTHENTICATED"}
+    assert {item["caller"] for item in found} == {None}
+    assert {item["purpose"] for item in found} <= REASONS
+    tailed = _lienthong("audit", "tail", "--config", config, "-n", "5")
+    assert tailed.returncode == 0, tailed.stderr
+    assert json.loads(tailed.stdout.splitlines()[-1])["method"] == HANDSHAKE_METHOD
+
+    log = gateway.audit_log()
+    try:
+        listed = AuditApi(log).ListExchanges(
+            audit_service_pb2.ListExchangesRequest(method=HANDSHAKE_METHOD, page_size=1000), ""
+        )
+        assert len(listed.exchanges) == len(found)
+        assert {(e.caller, e.status_code) for e in listed.exchanges} == {("", 16)}
+        mine = AuditApi(log).ListExchanges(
+            audit_service_pb2.ListExchangesRequest(method=HANDSHAKE_METHOD), PORTAL
+        )
+        assert list(mine.exchanges) == []
+    finally:
+        log._engine.dispose()
+
+    verified = _lienthong("audit", "verify", "--config", config)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("OK: ")
+
+    # grpc's lines pass through unchanged, and each is recorded once.
+    lines = gateway.handshake_lines()
+    assert all(refusal_reason(line) in REASONS for line in lines)
+    assert any(
+        line.endswith("CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate")
+        for line in lines
+    )
+    assert _eventually(
+        lambda: (
+            len(gateway.completions(-1, method=HANDSHAKE_METHOD)) == len(gateway.handshake_lines())
+        )
+    )
+
+
+# The reader itself, on a descriptor of the test's own -------------------------------------
+
+GRPC_PREFIX = "I1125 18:48:46.079630    8351 ssl_transport_security.cc:2563] "
+
+
+def _handshake_line(error: str) -> str:
+    """grpc's line for a handshake refused with BoringSSL's ``error`` text."""
+    return f"{GRPC_PREFIX}Handshake failed with error SSL_ERROR_SSL: error:1000007d:{error}"
+
+
+VERIFY_FAILED = "SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: "
+CONTEXT = ": Invalid certificate verification context"
+EXPIRED_LINE = _handshake_line(f"{VERIFY_FAILED}certificate has expired")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (EXPIRED_LINE, "EXPIRED"),
+        (_handshake_line(f"{VERIFY_FAILED}certificate is not yet valid"), "NOT_YET_VALID"),
+        (_handshake_line(f"{VERIFY_FAILED}self-signed certificate"), "UNTRUSTED_ISSUER"),
+        (_handshake_line(f"{VERIFY_FAILED}unsupported certificate purpose"), "WRONG_PURPOSE"),
+        (_handshake_line(f"KEY_USAGE_BIT_INCORRECT{CONTEXT}"), "KEY_USAGE"),
+        (_handshake_line(f"PEER_DID_NOT_RETURN_A_CERTIFICATE{CONTEXT}"), "NO_CERTIFICATE"),
+        (_handshake_line("SSLV3_ALERT_CERTIFICATE_EXPIRED"), "PEER_REFUSED"),
+        (_handshake_line(f"WRONG_VERSION_NUMBER{CONTEXT}"), "OTHER"),
+        (f'{{"event": "exchange", "method": "{EXPIRED_LINE}"}}', None),
+        (f"quoted: {EXPIRED_LINE}", None),
+        (f"{GRPC_PREFIX}Invalid cert chain file.", None),
+        ("Handshake failed with error SSL_ERROR_SSL: certificate has expired", None),
+    ],
+)
+def test_only_grpcs_own_handshake_lines_count_each_in_a_fixed_category(
+    line: str, reason: str | None
+) -> None:
+    """A line counts only if it is grpc's log line from its first character (text quoted in
+    another line, a caller's method path say, never does), and its category is one of a
+    fixed set, never grpc's free text."""
+    assert refusal_reason(line) == reason
+    assert reason is None or reason in REASONS
+
+
+class _StuckLog:
+    """An audit log whose appends wait until released, then succeed."""
+
+    origin = "test"
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def append(self, entry: AuditEntry, **_options: float) -> Appended:
+        assert self.release.wait(30)
+        with self._lock:
+            self.entries.append(entry)
+            return Appended(len(self.entries) - 1, b"")
+
+
+def _drain(read_end: int, into: bytearray) -> threading.Thread:
+    def read() -> None:
+        while data := os.read(read_end, 65536):
+            into.extend(data)
+        os.close(read_end)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def _write_in_thread(fd: int, data: bytes) -> threading.Thread:
+    def write() -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+def _sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_a_stuck_audit_log_never_blocks_the_writers_and_every_byte_is_passed_on() -> None:
+    """With the audit log stuck, 1,000 refusals among odd bytes (invalid UTF-8, a 200 kB
+    line) are written without blocking; every byte reaches the original descriptor
+    unchanged; refusals beyond the bounded queue are counted as unrecorded, the rest
+    recorded once the log is back; stop puts the original descriptor back."""
+    original_read, original_write = os.pipe()
+    received = bytearray()
+    reader = _drain(original_read, received)
+    log, metrics = _StuckLog(), GatewayMetrics()
+    audit = HandshakeAudit(log, metrics, fd=original_write, max_pending=5)  # type: ignore[arg-type]
+    payload = b"".join(
+        [
+            b"\xff\xfe not UTF-8 \xc3\n",
+            *(f"{EXPIRED_LINE}\n".encode() for _ in range(1000)),
+            b"x" * 200_000 + b"\n",
+            b'{"event": "exchange"}\n',
+            b"no newline at the end",
+        ]
+    )
+    audit.start()
+    try:
+        writer = _write_in_thread(original_write, payload)
+        writer.join(timeout=10)
+        assert not writer.is_alive(), "writing to the descriptor blocked"
+    finally:
+        log.release.set()
+        audit.stop()
+    os.write(original_write, b"after stop\n")  # straight to the original again
+    os.close(original_write)
+    reader.join(timeout=10)
+
+    assert bytes(received) == payload + b"after stop\n"
+    refused = _sample(metrics, "lienthong_gateway_tls_handshake_failures_total", reason="EXPIRED")
+    unrecorded = _sample(metrics, "lienthong_gateway_tls_handshake_failures_unrecorded_total")
+    assert refused == 1000
+    assert 5 <= len(log.entries) <= 5 + 4  # the queue, and the recorders' appends in flight
+    assert len(log.entries) + unrecorded == 1000
+    assert {(e.method, e.purpose, e.status_code) for e in log.entries} == {
+        (HANDSHAKE_METHOD, "EXPIRED", 16)
+    }
+    assert len({entry.exchange_id for entry in log.entries}) == len(log.entries)
+
+
+def test_a_blocked_original_stderr_never_blocks_the_writers_and_refusals_are_still_audited() -> (
+    None
+):
+    """While nobody reads the original stderr, 300 kB of lines are written without blocking:
+    what does not fit is dropped from the copy (and said so once it flows again), never from
+    the audit, which records every refusal."""
+    original_read, original_write = os.pipe()
+    log, metrics = _StuckLog(), GatewayMetrics()
+    log.release.set()
+    audit = HandshakeAudit(log, metrics, fd=original_write, max_output=1000)  # type: ignore[arg-type]
+    lines = 300_000 // len(EXPIRED_LINE)
+    audit.start()
+    received = bytearray()
+    try:
+        writer = _write_in_thread(original_write, f"{EXPIRED_LINE}\n".encode() * lines)
+        writer.join(timeout=10)
+        assert not writer.is_alive(), "writing to the descriptor blocked"
+        assert _eventually(lambda: len(log.entries) == lines)
+        reader = _drain(original_read, received)
+        os.write(original_write, b"flowing again\n")
+    finally:
+        audit.stop()
+    os.close(original_write)
+    reader.join(timeout=10)
+
+    assert b"bytes of stderr dropped]\n" in received
+    assert received.endswith(b"flowing again\n")
+    assert len(log.entries) == lines
