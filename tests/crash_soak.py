@@ -23,6 +23,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -430,6 +431,25 @@ def _personal_strings(
     return {unicodedata.normalize("NFC", text).casefold() for text in found}
 
 
+_WORDS = re.compile(r"\w+")
+_DATES = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}")
+
+
+def _candidates(text: str, longest: int) -> set[str]:
+    """Every run of 2 to ``longest`` words and every date in ``text``, as the personal
+    strings are written: NFC, case-folded, words one space apart.
+
+    Looking each up in a set keeps the scan linear in the text, whatever the number of
+    registrations.
+    """
+    folded = unicodedata.normalize("NFC", text).casefold()
+    found = set(_DATES.findall(folded))
+    words = _WORDS.findall(folded)
+    for size in range(2, longest + 1):
+        found.update(" ".join(words[i : i + size]) for i in range(len(words) - size + 1))
+    return found
+
+
 def _scan_privacy(
     requests: list[birth_registration_service_pb2.RegisterBirthRequest],
     log_directory: Path,
@@ -440,12 +460,15 @@ def _scan_privacy(
     """Search every log line, metric line and audit entry for the personal strings."""
     personal = _personal_strings(requests)
 
+    longest = max(value.count(" ") + 1 for value in personal)
+
     def scan(what: str, text: str) -> None:
         report.scanned[what] += 1
         with contextlib.suppress(ValueError):  # JSON escapes non-ASCII: compare decoded text
             text = json.dumps(json.loads(text), ensure_ascii=False)
-        folded = unicodedata.normalize("NFC", text).casefold()
-        report.privacy_hits.extend(f"{what}: {value!r}" for value in personal if value in folded)
+        report.privacy_hits.extend(
+            f"{what}: {value!r}" for value in sorted(_candidates(text, longest) & personal)
+        )
 
     for path in sorted(log_directory.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
