@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+import structlog
 
 from gateway.admission import Gatekeeper
 from gateway.audit.store import AuditUnavailableError
@@ -26,6 +27,8 @@ from lienthong import errors, metadata
 from lienthong.contracts import Method
 from lienthong.grpc_server import code_of, status_of
 from lienthong.identity import peer_certificate, peer_identity
+
+log = structlog.get_logger(__name__)
 
 DOMAIN = "gateway.lienthong.gov.vn"
 # grpcio reports "no deadline" as a huge time remaining; beyond this a call gets the default.
@@ -210,6 +213,10 @@ class _Forward:
             except errors.LienthongError as error:
                 status = status_of(error, DOMAIN)
                 _answer(context, exchange, code_of(error), status.details, status.trailing_metadata)
+            except Exception:
+                # The stack trace stays in the log; the caller learns only that it failed.
+                log.exception("local_call_failed", method=self._method.path)
+                _answer(context, exchange, grpc.StatusCode.INTERNAL, "internal error")
             exchange.saw_response(response)
             _release(context, exchange, ())
             return response

@@ -360,12 +360,12 @@ def _common_checks(
     paths = list(dict.fromkeys(request.update_mask.paths))
     if not paths:
         v.add("update_mask", "must name at least one field")
-    for path in paths:
-        if path not in CHANGEABLE:
-            v.add(
-                "update_mask.paths",
-                f"{path!r} cannot be changed; changeable: {', '.join(CHANGEABLE)}",
-            )
+    if unknown := [path for path in paths if path not in CHANGEABLE]:
+        v.add(
+            "update_mask.paths",
+            f"{validation.describe_paths(unknown)} cannot be changed; "
+            f"changeable: {', '.join(CHANGEABLE)}",
+        )
     return paths
 
 

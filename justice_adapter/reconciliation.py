@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PENDING = dt.timedelta(hours=24)
 MAX_PERIOD_DAYS = 366
+MAX_PENDING = dt.timedelta(days=MAX_PERIOD_DAYS)
 CHUNK = 1000  # registrations read, and findings sent, at a time
 SALT_BYTES = 32
 ACTIVE = citizen_pb2.CITIZEN_STATE_ACTIVE
@@ -128,8 +129,8 @@ def validate_request(request: rc.ReconcileRequest, codes: CodeLists) -> Run:
     threshold = DEFAULT_PENDING
     if request.HasField("pending_threshold"):
         given = request.pending_threshold
-        if given.seconds < 1 or given.nanos < 0:
-            v.add("pending_threshold", "must be at least 1 second")
+        if not 1 <= given.seconds <= MAX_PENDING.total_seconds() or given.nanos < 0:
+            v.add("pending_threshold", f"must be from 1 second to {MAX_PENDING.days} days")
         else:
             threshold = given.ToTimedelta()
     v.raise_if_any()

@@ -24,6 +24,7 @@ VIETNAM_TIME = ZoneInfo("Asia/Ho_Chi_Minh")
 EARLIEST_BIRTH_YEAR = 1900
 MAX_NAME_PART = 50
 MAX_DETAIL = 200
+MAX_SHOWN_PATH = 64  # a field path longer than this is not quoted back
 # Words of letters of any script (with their combining marks), joined by one space, apostrophe
 # or hyphen; the characters themselves are checked by Unicode category.
 _NAME_PART = re.compile(r"^[^ '\-]+(?:[ '\-][^ '\-]+)*$")
@@ -60,6 +61,17 @@ def check_request_id(v: Violations, path: str, value: str) -> None:
         canonical = False
     if not canonical:
         v.add(path, "must be a UUID such as 123e4567-e89b-12d3-a456-426614174000")
+
+
+def describe_paths(paths: list[str]) -> str:
+    """The first of ``paths`` (quoted only when short) and how many more, for a violation.
+
+    An answer must stay small (gRPC refuses trailers over 16 KiB, which would turn
+    INVALID_ARGUMENT into RESOURCE_EXHAUSTED) and must not echo at length what was sent.
+    """
+    first = paths[0]
+    shown = repr(first) if len(first) <= MAX_SHOWN_PATH else f"a path of {len(first)} characters"
+    return shown if len(paths) == 1 else f"{shown} and {len(paths) - 1} more"
 
 
 def normalise_name_part(value: str) -> str:

@@ -20,6 +20,7 @@ from lienthong.validation import (
     check_request_id,
     check_sex,
     check_unit,
+    describe_paths,
     is_vietnamese,
     today,
 )
@@ -114,8 +115,9 @@ def validate_update_request(
     for field in paths:
         if field in PERSON_FIELDS:
             check_person_field(v, "citizen", request.citizen, field, codes)
-        else:
-            v.add("update_mask.paths", f"{field!r} is not a field that can be updated")
+    unknown = [field for field in paths if field not in PERSON_FIELDS]
+    if unknown:
+        v.add("update_mask.paths", _not_updatable(unknown))
     if not request.reason.strip():
         v.add("reason", "is required: say which decision orders the change")
     elif len(request.reason) > MAX_REASON:
@@ -123,6 +125,12 @@ def validate_update_request(
     v.raise_if_any()
     assert match is not None  # noqa: S101 - a violation was raised otherwise
     return match.group(1), paths
+
+
+def _not_updatable(unknown: list[str]) -> str:
+    """One description for every path that names no updatable field."""
+    verb = "is not a field" if len(unknown) == 1 else "are not fields"
+    return f"{describe_paths(unknown)} {verb} that can be updated"
 
 
 def _check_registration_name(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from typing import Literal
 
 from google.protobuf import timestamp_pb2
 
@@ -99,10 +100,8 @@ class AuditApi:
                 caller=caller,
                 method=request.method or None,
                 request_id=request.request_id or None,
-                recorded_from=_time(
-                    request.start_time_from, present=request.HasField("start_time_from")
-                ),
-                recorded_to=_time(request.start_time_to, present=request.HasField("start_time_to")),
+                recorded_from=_time(request, "start_time_from"),
+                recorded_to=_time(request, "start_time_to"),
                 after_leaf=_decode_token(request.page_token),
                 limit=limit + 1,
             )
@@ -120,8 +119,19 @@ class AuditApi:
             raise OutOfRange(f"{field} {size} is beyond the latest checkpoint ({signed})")
 
 
-def _time(stamp: timestamp_pb2.Timestamp, *, present: bool) -> dt.datetime | None:
-    return stamp.ToDatetime(tzinfo=dt.UTC) if present else None
+def _time(
+    request: audit_service_pb2.ListExchangesRequest,
+    field: Literal["start_time_from", "start_time_to"],
+) -> dt.datetime | None:
+    if not request.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(request, field)
+    try:
+        return stamp.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            [FieldViolation(field, "must be a valid timestamp: years 1 to 9999, nanos below 1e9")]
+        ) from None
 
 
 def _encode_token(leaf_index: int) -> str:
