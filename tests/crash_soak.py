@@ -25,7 +25,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import grpc
 import sqlalchemy
+from dev_config import write_dev_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certs.pki import init_dev_pki
@@ -53,7 +53,6 @@ from lienthong.signed_note import NoteError, NoteVerifier, parse_receipt
 from lienthong.tls import secure_channel
 
 PROJECT = Path(__file__).resolve().parent.parent
-DEV_CONFIG = PROJECT / "config" / "dev.toml"
 SERVICES = ("police", "justice", "gateway")  # upstreams first, as `lienthong run` starts them
 DATABASES = ("justice", "police", "audit")
 START_TIMEOUT = 60.0
@@ -112,14 +111,6 @@ class SoakReport:
         return "\n".join(lines)
 
 
-def free_port() -> int:
-    """A port free on loopback now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def database_urls(backend: str, directory: Path, tag: str) -> dict[str, str]:
     """Fresh databases of ``backend``; PostgreSQL ones are dropped first, made by the services."""
     if backend == "sqlite":
@@ -133,22 +124,6 @@ def database_urls(backend: str, directory: Path, tag: str) -> dict[str, str]:
             urls[name] = f"{POSTGRES}/{database}"
     admin.dispose()
     return urls
-
-
-def write_config(directory: Path, urls: dict[str, str]) -> Path:
-    """The development configuration on free ports, this soak's PKI, logs and databases."""
-    ports = {address: f"127.0.0.1:{free_port()}" for address in ("50051", "50061", "50071", "9464")}
-    text = DEV_CONFIG.read_text(encoding="utf-8")
-    for old, new in ports.items():
-        text = text.replace(f'"127.0.0.1:{old}"', f'"{new}"')
-    for name, url in urls.items():
-        text = text.replace(f'"sqlite:///../var/{name}.db"', json.dumps(url))
-    text = text.replace('"../certs/dev', json.dumps(str(directory / "pki"))[:-1])
-    text = text.replace('"../var/log"', json.dumps(str(directory / "log")))
-    text = text.replace('"policy.toml"', json.dumps(str(DEV_CONFIG.parent / "policy.toml")))
-    path = directory / "soak.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 class ServiceProcess:
@@ -243,7 +218,7 @@ def run_soak(
     pki = init_dev_pki(directory / "pki")
     (directory / "log").mkdir(parents=True, exist_ok=True)
     urls = database_urls(settings.backend, directory, str(os.getpid()))
-    config = load_config(write_config(directory, urls))
+    config = load_config(write_dev_config(directory, pki.directory, urls, "soak.toml"))
     addresses = {
         "police": config.police.listen,
         "justice": config.justice.listen,

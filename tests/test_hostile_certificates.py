@@ -32,9 +32,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from dev_config import write_dev_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from stack import POLICY, free_port, tls_of
+from stack import tls_of
 
 from certs.pki import DevPki, init_dev_pki
 from gateway.audit.entry import AuditEntry
@@ -43,6 +44,7 @@ from gateway.audit.store import Appended, AuditLog, CompletionQuery
 from gateway.handshake_audit import HANDSHAKE_METHOD, REASONS, HandshakeAudit, refusal_reason
 from gateway.metrics import GatewayMetrics
 from lienthong import metadata
+from lienthong.config import load_config
 from lienthong.db import make_engine
 from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
 from lienthong.person.v1 import sex_pb2
@@ -63,66 +65,6 @@ AUDIT = ((metadata.PURPOSE, "audit"),)
 GET_LATEST_CHECKPOINT = "/lienthong.gateway.v1.AuditService/GetLatestCheckpoint"
 LIST_EXCHANGES = "/lienthong.gateway.v1.AuditService/ListExchanges"
 VERIFY_CITIZEN = "/lienthong.population.v1.CitizenService/VerifyCitizen"
-
-# The gateway serves no upstream: every refusal here happens before routing. The justice,
-# police and demo sections are required by the file's format only.
-CONFIG = """
-pki_directory = {pki}
-log_directory = {logs}
-
-[gateway]
-listen = "127.0.0.1:{port}"
-policy = {policy}
-crls = [{crl}]
-metrics_listen = "127.0.0.1:{metrics_port}"
-
-[gateway.audit]
-database_url = {database_url}
-signing_key = {signing_key}
-
-[gateway.tls]
-ca_certificate = {ca}
-certificate = {server_certificate}
-private_key = {server_key}
-
-[gateway.upstream_tls]
-ca_certificate = {ca}
-certificate = {client_certificate}
-private_key = {client_key}
-
-[gateway.routes]
-
-[justice]
-listen = "127.0.0.1:{justice_port}"
-database_url = "sqlite:///justice.db"
-gateway = "127.0.0.1:{port}"
-trusted_callers = ["spiffe://lienthong.local/gateway"]
-
-[justice.tls]
-ca_certificate = {ca}
-certificate = {justice_certificate}
-private_key = {justice_key}
-
-[police]
-listen = "127.0.0.1:{police_port}"
-database_url = "sqlite:///police.db"
-trusted_callers = ["spiffe://lienthong.local/gateway"]
-
-[police.tls]
-ca_certificate = {ca}
-certificate = {police_certificate}
-private_key = {police_key}
-
-[demo.tls]
-ca_certificate = {ca}
-certificate = {justice_certificate}
-private_key = {justice_key}
-"""
-
-
-def _toml(value: Path | str) -> str:
-    """A TOML basic string (JSON's string syntax is a subset of TOML's for these values)."""
-    return json.dumps(str(value))
 
 
 def _lienthong(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -329,37 +271,6 @@ class GatewayProcess:
         return [line for line in text.splitlines() if "] Handshake failed with error " in line]
 
 
-def _write_config(directory: Path, pki: DevPki, port: int, database_url: str) -> Path:
-    path = directory / "lienthong.toml"
-    server, client = pki.paths("gateway-server"), pki.paths("gateway-client")
-    justice, police = pki.paths("justice"), pki.paths("police")
-    path.write_text(
-        CONFIG.format(
-            pki=_toml(pki.directory),
-            logs=_toml(directory / "log"),
-            port=port,
-            metrics_port=free_port(),
-            policy=_toml(POLICY),
-            crl=_toml(pki.directory / "crl.pem"),
-            database_url=_toml(database_url),
-            signing_key=_toml(pki.directory / "audit-log.key"),
-            ca=_toml(pki.ca_certificate),
-            server_certificate=_toml(server.certificate),
-            server_key=_toml(server.private_key),
-            client_certificate=_toml(client.certificate),
-            client_key=_toml(client.private_key),
-            justice_port=free_port(),
-            police_port=free_port(),
-            justice_certificate=_toml(justice.certificate),
-            justice_key=_toml(justice.private_key),
-            police_certificate=_toml(police.certificate),
-            police_key=_toml(police.private_key),
-        ),
-        encoding="utf-8",
-    )
-    return path
-
-
 def _wait_healthy(gateway: GatewayProcess) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     with secure_channel(gateway.address, tls_of(gateway.pki, "justice").read()) as channel:
@@ -386,9 +297,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     """
     directory = tmp_path_factory.mktemp("hostile")
     pki = init_dev_pki(directory / "pki")
-    port = free_port()
     database_url = f"sqlite:///{directory / 'audit.db'}"
-    config = _write_config(directory, pki, port, database_url)
+    # The development configuration; its adapters are never started: every refusal here
+    # happens before routing.
+    config = write_dev_config(directory, pki.directory, {"audit": database_url})
+    settings = load_config(config).gateway
     stdout, stderr = directory / "gateway.jsonl", directory / "gateway.stderr"
     # grpc logs refused handshakes at its default verbosity, which the test makes sure of.
     environment = {k: v for k, v in os.environ.items() if k not in {"GRPC_VERBOSITY", "GRPC_TRACE"}}
@@ -398,11 +311,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
             cwd=REPOSITORY, stdout=out, stderr=err, env=environment, start_new_session=True,
         )  # fmt: skip
     running = GatewayProcess(
-        pki, config, f"127.0.0.1:{port}", "", stdout, stderr, database_url, process
-    )
+        pki, config, settings.listen, f"http://{settings.metrics_listen}/metrics",
+        stdout, stderr, database_url, process,
+    )  # fmt: skip
     try:
-        metrics_listen = _metrics_listen(config)
-        running.metrics_url = f"http://{metrics_listen}/metrics"
         _wait_healthy(running)
         yield running
         process.send_signal(signal.SIGTERM)
@@ -413,13 +325,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-
-
-def _metrics_listen(config: Path) -> str:
-    for line in config.read_text(encoding="utf-8").splitlines():
-        if line.startswith("metrics_listen"):
-            return str(json.loads(line.split("=", 1)[1]))
-    raise AssertionError("no metrics_listen in the configuration")
 
 
 @pytest.fixture(scope="module")
