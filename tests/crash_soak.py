@@ -210,14 +210,21 @@ class Killer(threading.Thread):
 
 
 def run_soak(
-    settings: SoakSettings, directory: Path, out: io.TextIOBase | None = None
+    settings: SoakSettings,
+    directory: Path,
+    out: io.TextIOBase | None = None,
+    urls: dict[str, str] | None = None,
 ) -> SoakReport:
-    """Soak the stack in ``directory`` (fresh) and return what was found."""
+    """Soak the stack in ``directory`` (fresh) and return what was found.
+
+    ``urls`` names empty databases ("justice", "police", "audit"); by default fresh ones of
+    ``settings.backend`` are made.
+    """
     sink = out or io.StringIO()
     report = SoakReport(registrations=settings.registrations)
     pki = init_dev_pki(directory / "pki")
     (directory / "log").mkdir(parents=True, exist_ok=True)
-    urls = database_urls(settings.backend, directory, str(os.getpid()))
+    urls = urls or database_urls(settings.backend, directory, str(os.getpid()))
     config = load_config(write_dev_config(directory, pki.directory, urls, "soak.toml"))
     addresses = {
         "police": config.police.listen,

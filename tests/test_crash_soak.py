@@ -6,11 +6,13 @@ The long soak (the whole pilot, `make soak`) runs the same harness, tests/crash_
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy
-from crash_soak import SoakReport, SoakSettings, _scan_privacy, run_soak
+from crash_soak import DATABASES, SoakReport, SoakSettings, _scan_privacy, run_soak
 
 from lienthong import pilot
 from lienthong.reference import code_lists
@@ -19,13 +21,40 @@ from lienthong.reference import code_lists
 SHORT_SOAK = SoakSettings(registrations=2_000, kills=20, concurrency=16, gap=(0.1, 0.5))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def soak_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Empty databases for the three services: SQLite files, and PostgreSQL when reachable
+    (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield {name: f"sqlite:///{tmp_path / f'{name}.db'}" for name in DATABASES}
+        return
+    server = request.getfixturevalue("postgres_server")
+    names = {name: f"lienthong_soak_{uuid.uuid4().hex[:12]}" for name in DATABASES}
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for database in names.values():
+            connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    url = sqlalchemy.make_url(server)
+    yield {
+        name: url.set(database=database).render_as_string(hide_password=False)
+        for name, database in names.items()
+    }
+    with admin.connect() as connection:
+        for database in names.values():
+            connection.exec_driver_sql(f'DROP DATABASE "{database}" WITH (FORCE)')
+    admin.dispose()
+
+
 @pytest.mark.timeout(600)
-def test_twenty_kills_during_a_replay_lose_double_and_leak_nothing(tmp_path: Path) -> None:
+def test_twenty_kills_during_a_replay_lose_double_and_leak_nothing(
+    tmp_path: Path, soak_databases: dict[str, str]
+) -> None:
     """Twenty SIGKILLs of the gateway and both adapters (each at least six times) during a
-    replay: every registration stored once, every eligible one holding one PIN that the
-    population database holds too, the audit log verifying, every answer's receipt naming
-    its exchange in the log, and no name or date of birth in logs, metrics or audit entries."""
-    report = run_soak(SHORT_SOAK, tmp_path)
+    replay, on SQLite and on PostgreSQL: every registration stored once, every eligible one
+    holding one PIN that the population database holds too, the audit log verifying, every
+    answer's receipt naming its exchange in the log, and no name or date of birth in logs,
+    metrics or audit entries."""
+    report = run_soak(SHORT_SOAK, tmp_path, urls=soak_databases)
 
     assert report.problems == [], report.summary()
     assert report.privacy_hits == [], report.summary()
