@@ -11,61 +11,11 @@ import sys
 import threading
 from pathlib import Path
 
-from stack import POLICY, free_port
+from dev_config import write_dev_config
 
 from justice_adapter.registry import unit_of_code
 from lienthong.demo import SAMPLES
 from lienthong.reference import code_lists
-
-CONFIG = """
-pki_directory = "pki"
-log_directory = "log"
-
-[gateway]
-listen = "127.0.0.1:{gateway}"
-policy = "{policy}"
-[gateway.tls]
-ca_certificate = "pki/ca.pem"
-certificate = "pki/gateway-server.pem"
-private_key = "pki/gateway-server.key"
-[gateway.upstream_tls]
-ca_certificate = "pki/ca.pem"
-certificate = "pki/gateway-client.pem"
-private_key = "pki/gateway-client.key"
-[gateway.audit]
-database_url = "sqlite:///audit.db"
-signing_key = "pki/audit-log.key"
-[gateway.routes]
-"lienthong.civilregistry.v1.BirthRegistrationService" = "127.0.0.1:{justice}"
-"lienthong.civilregistry.v1.OfficerService" = "127.0.0.1:{justice}"
-"lienthong.civilregistry.v1.ReconciliationService" = "127.0.0.1:{justice}"
-"lienthong.population.v1.CitizenService" = "127.0.0.1:{police}"
-
-[justice]
-listen = "127.0.0.1:{justice}"
-database_url = "sqlite:///justice.db"
-gateway = "127.0.0.1:{gateway}"
-trusted_callers = ["spiffe://lienthong.local/gateway"]
-administrators = ["admin"]
-[justice.tls]
-ca_certificate = "pki/ca.pem"
-certificate = "pki/justice.pem"
-private_key = "pki/justice.key"
-
-[police]
-listen = "127.0.0.1:{police}"
-database_url = "sqlite:///police.db"
-trusted_callers = ["spiffe://lienthong.local/gateway"]
-[police.tls]
-ca_certificate = "pki/ca.pem"
-certificate = "pki/police.pem"
-private_key = "pki/police.key"
-
-[demo.tls]
-ca_certificate = "pki/ca.pem"
-certificate = "pki/officers/admin.pem"
-private_key = "pki/officers/admin.key"
-"""
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
@@ -90,11 +40,8 @@ def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> 
 def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
-    config = tmp_path / "lienthong.toml"
-    config.write_text(
-        CONFIG.format(gateway=free_port(), justice=free_port(), police=free_port(), policy=POLICY),
-        encoding="utf-8",
-    )
+    # The configuration `make run` uses, on free ports and in this test's directory.
+    config = write_dev_config(tmp_path, tmp_path / "pki", {})
     with subprocess.Popen(
         [sys.executable, "-m", "lienthong.cli", "run", "--config", str(config)],
         stdout=subprocess.PIPE,
