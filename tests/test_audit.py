@@ -16,9 +16,9 @@ import grpc
 import pytest
 import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from dev_config import write_dev_config
 from echo_upstream import UNARY
 from gateway_fixtures import PURPOSE, Setup
-from test_run_command import CONFIG
 
 from certs.pki import init_dev_pki
 from gateway.audit import merkle
@@ -367,10 +367,7 @@ def _b64(data: bytes) -> str:
 def _cli_log(tmp_path: Path) -> tuple[Path, AuditLog]:
     """A config file and a closed log of 30 exchanges, every third one refused."""
     pki = init_dev_pki(tmp_path / "pki")
-    config = tmp_path / "lienthong.toml"
-    config.write_text(
-        CONFIG.format(gateway=1, justice=2, police=3, policy=tmp_path / "p.toml"), encoding="utf-8"
-    )
+    config = write_dev_config(tmp_path, tmp_path / "pki", {})  # its audit.db is the one below
     log = AuditLog(
         make_engine(f"sqlite:///{tmp_path / 'audit.db'}"),
         load_signer("lienthong.local/audit", pki.directory.joinpath("audit-log.key").read_bytes()),
