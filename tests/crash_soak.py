@@ -36,10 +36,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import sqlalchemy
-from dev_config import write_dev_config
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from dev_config import wait_serving, write_dev_config
 
 from certs.pki import init_dev_pki
 from gateway.audit import merkle
@@ -147,20 +145,11 @@ class ServiceProcess:
 
     def wait_healthy(self) -> None:
         """Return once the service answers its health check SERVING; RuntimeError if it died."""
-        deadline = time.monotonic() + START_TIMEOUT
-        with secure_channel(self.address, self._config.demo_tls.read()) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self._process is None or self._process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited; see its log")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                except grpc.RpcError:
-                    time.sleep(0.05)
-                    continue
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-        raise RuntimeError(f"{self.name} did not become healthy on {self.address}")
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        tls = self._config.demo_tls.read()
+        if problem := wait_serving(self.address, tls, self._process, START_TIMEOUT):
+            raise RuntimeError(f"{self.name} {problem}; see its log")
 
     def kill(self) -> None:
         """SIGKILL: no drain, no last checkpoint, nothing flushed but what was committed."""

@@ -1,15 +1,23 @@
-"""The development configuration (config/dev.toml) moved to a directory of a test's own.
+"""For tests that run services as processes (`lienthong serve`): their configuration, and
+waiting until one serves.
 
-Tests that run services as processes (`lienthong serve`) use the very file `make run` uses,
-with free ports, the test's PKI, log directory and databases put in, rather than a copy of
-its sections that would drift from it.
+The configuration is config/dev.toml itself, the file `make run` uses, with free ports and
+the test's PKI, log directory and databases put in, rather than a copy of its sections that
+would drift from it.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import time
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lienthong.tls import TlsMaterial, secure_channel
 
 DEV_CONFIG = Path(__file__).resolve().parent.parent / "config" / "dev.toml"
 _DEV_ADDRESSES = ("50051", "50061", "50071", "9464")  # gateway, justice, police, metrics
@@ -40,3 +48,24 @@ def write_dev_config(
     path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def wait_serving(
+    address: str, material: TlsMaterial, process: subprocess.Popen[bytes], timeout: float
+) -> str | None:
+    """Wait until the service at ``address`` answers its health check SERVING (None), or
+    say why it did not: its ``process`` exited, or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    with secure_channel(address, material) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return f"exited with {process.returncode}"
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except grpc.RpcError:
+                time.sleep(0.05)
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return None
+    return f"did not become healthy on {address}"

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from dev_config import wait_serving
 from stack import GATEWAY_ID, POLICY, free_port, tls_of
 
 from certs.pki import DevPki
@@ -194,21 +194,8 @@ def gateway_process(name: str, config: Path, address: str) -> Iterator[GatewayPr
 
 def wait_healthy(gateway: GatewayProcess, material: TlsMaterial) -> None:
     """Wait until the gateway answers SERVING to a health check through mutual TLS."""
-    deadline = time.monotonic() + START_TIMEOUT
-    with secure_channel(gateway.address, material) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if gateway.process.poll() is not None:
-                output = gateway.log.read_text(encoding="utf-8")
-                pytest.fail(f"{gateway.name} exited with {gateway.process.returncode}:\n{output}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-            except grpc.RpcError:
-                time.sleep(0.1)
-                continue
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-    pytest.fail(f"{gateway.name} did not become healthy on {gateway.address}")
+    if problem := wait_serving(gateway.address, material, gateway.process, START_TIMEOUT):
+        pytest.fail(f"{gateway.name} {problem}:\n{gateway.log.read_text(encoding='utf-8')}")
 
 
 def pipelined(

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from dev_config import write_dev_config
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from dev_config import wait_serving, write_dev_config
 from prometheus_client.parser import text_string_to_metric_families
 from stack import tls_of
 
@@ -272,21 +271,10 @@ class GatewayProcess:
 
 
 def _wait_healthy(gateway: GatewayProcess) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    with secure_channel(gateway.address, tls_of(gateway.pki, "justice").read()) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if gateway.process.poll() is not None:
-                output = gateway.stdout.read_text() + gateway.stderr.read_text()
-                pytest.fail(f"the gateway exited with {gateway.process.returncode}:\n{output}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-            except grpc.RpcError:
-                time.sleep(0.1)
-                continue
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-    pytest.fail(f"the gateway did not become healthy on {gateway.address}")
+    material = tls_of(gateway.pki, "justice").read()
+    if problem := wait_serving(gateway.address, material, gateway.process, START_TIMEOUT):
+        output = gateway.stdout.read_text() + gateway.stderr.read_text()
+        pytest.fail(f"the gateway {problem}:\n{output}")
 
 
 @pytest.fixture(scope="module")
