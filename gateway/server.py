@@ -28,6 +28,7 @@ from lienthong.db import ensure_database, make_engine
 from lienthong.gateway.v1 import audit_service_pb2
 from lienthong.serving import serve_until_signalled
 from lienthong.signed_note import load_signer
+from lienthong.tls import reconnect_options
 
 
 @dataclass
@@ -78,6 +79,23 @@ class Gateway:
         self.close()
 
 
+def message_size_options(max_message_bytes: int) -> list[tuple[str, str | int]]:
+    """Channel and server options that bound a message to ``max_message_bytes``."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+def upstream_channel_options(max_message_bytes: int) -> list[tuple[str, str | int]]:
+    """Options of the channels to the adapters.
+
+    An upstream that restarts is reached again within a second, not after grpc's default
+    backoff of up to two minutes during which every call fails fast.
+    """
+    return [*message_size_options(max_message_bytes), *reconnect_options(100, 1000)]
+
+
 def create_gateway(
     config: GatewayConfig, *, contract_methods: dict[str, Method] | None = None
 ) -> Gateway:
@@ -87,19 +105,11 @@ def create_gateway(
     """
     known = methods() if contract_methods is None else contract_methods
     limits = config.limits
-    size_options: list[tuple[str, str | int]] = [
-        ("grpc.max_receive_message_length", limits.max_message_bytes),
-        ("grpc.max_send_message_length", limits.max_message_bytes),
-    ]
-    # An upstream that restarts is reached again within a second, not after grpc's default
-    # backoff of up to two minutes during which every call fails fast.
-    reconnect_options: list[tuple[str, str | int]] = [
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-    ]
+    size_options = message_size_options(limits.max_message_bytes)
     upstreams = Upstreams(
-        config.routes, config.upstream_tls, options=[*size_options, *reconnect_options]
+        config.routes,
+        config.upstream_tls,
+        options=upstream_channel_options(limits.max_message_bytes),
     )
     metrics = GatewayMetrics()
     signer = load_signer(config.audit.origin, config.audit.signing_key.read_bytes())

@@ -224,10 +224,17 @@ class _Registration:
 
 
 def wait_for_pins(channel: grpc.Channel, *, timeout: float = _PENDING_WAIT) -> int:
-    """Wait until no registration of today is PIN_STATUS_PENDING; the number left."""
+    """Wait until no registration of today is PIN_STATUS_PENDING; the number left.
+
+    A service restarting meanwhile (the gateway or the registry) is waited for, as every
+    call of the replay waits for it, within ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        pending = statistics_of(channel, list(LOCALITIES)).total.pins_pending
+        pending = retry.with_retries(
+            partial(statistics_of, channel, list(LOCALITIES)),
+            patience=max(0.0, deadline - time.monotonic()),
+        ).total.pins_pending
         if pending == 0 or time.monotonic() > deadline:
             return pending
         time.sleep(1.0)

@@ -49,6 +49,24 @@ def server_credentials(material: TlsMaterial) -> grpc.ServerCredentials:
 
 # First and longest wait, in milliseconds, before reconnecting to a peer that went away.
 RECONNECT_BACKOFF_MS = (250, 2_000)
+# The least time a connection attempt (TCP and TLS handshake) is given, in milliseconds.
+# gRPC core reads it from "grpc.min_reconnect_backoff_ms" (its MIN_CONNECT_TIMEOUT, see
+# gRPC's connection-backoff.md), so setting that option to a short backoff also abandons
+# every handshake slower than it ("tcp handshaker shutdown") - on a busy machine, against a
+# peer that has just restarted, every attempt. gRPC's own default is 20 s.
+MIN_CONNECT_TIMEOUT_MS = 20_000
+
+
+def reconnect_options(first_ms: int, longest_ms: int) -> list[tuple[str, int]]:
+    """Channel options: reconnect after ``first_ms``, backing off to ``longest_ms``.
+
+    Each connection attempt keeps the time a handshake needs (MIN_CONNECT_TIMEOUT_MS).
+    """
+    return [
+        ("grpc.initial_reconnect_backoff_ms", first_ms),
+        ("grpc.max_reconnect_backoff_ms", longest_ms),
+        ("grpc.min_reconnect_backoff_ms", MIN_CONNECT_TIMEOUT_MS),
+    ]
 
 
 def secure_channel(
@@ -68,9 +86,7 @@ def secure_channel(
         ("grpc.ssl_target_name_override", server_name),
         # Every peer is a lienthong service that comes back within seconds of a restart;
         # gRPC's default backoff (up to two minutes) would keep callers away long after.
-        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
-        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
-        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
+        *reconnect_options(*RECONNECT_BACKOFF_MS),
         *(options or []),
     ]
     return grpc.secure_channel(target, credentials, options=channel_options)

@@ -97,16 +97,24 @@ def test_invalid_data_is_refused_field_by_field_and_nothing_is_written(
     assert _count(register) == 0
 
 
-def test_ten_thousand_pins_are_distinct_and_well_formed(register: PopulationRegister) -> None:
+# Issue 2 asked for 10,000; at one committed transaction each that took 157 s on PostgreSQL
+# here (issue 22), so the suite checks the same property on fewer, with a threefold margin on
+# its per-test timeout, and `bench/pin_bench.py --count 10000` (or more) checks it at scale.
+MANY_PINS = 2_000
+
+
+def test_many_pins_of_one_prefix_are_distinct_and_well_formed(
+    register: PopulationRegister,
+) -> None:
     """Acceptance 3 of issue 2: many children of one prefix never share a number."""
     codes = code_lists()
     numbers = [
         register.issue(
             issue_request(f"birthRegistrations/00004-2016-{n}")
         ).personal_identification_number
-        for n in range(1, 10_001)
+        for n in range(1, MANY_PINS + 1)
     ]
-    assert len(set(numbers)) == 10_000
+    assert len(set(numbers)) == MANY_PINS
     for number in numbers:
         parts = pin.parse(number)
         assert parts.province_code == codes.pin_province_codes["01"]
