@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 export GRPC_VERBOSITY ?= ERROR
 
-.PHONY: run run-postgres replay test soak lint check contracts baseline clean
+.PHONY: run run-postgres replay test rust-check soak lint check contracts baseline clean
 
 run: $(PY_STAMP)
 	$(BIN)/lienthong run --config config/dev.toml
@@ -25,11 +25,21 @@ run-postgres: $(PY_STAMP)
 replay: $(PY_STAMP)
 	$(BIN)/lienthong replay --config config/dev.toml
 
+# Test modules run in parallel, TEST_WORKERS at a time, each module whole in one worker (they
+# wait on servers and processes more than they compute); ports: tests/ports.py.
+TEST_WORKERS ?= 2
 test: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(MAKE) rust-check
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The gateway's data plane (gateway/dataplane): formatted, clippy-clean, its own tests.
+rust-check:
+	cargo fmt --all --check
+	cargo clippy --all-targets --locked --quiet -- -D warnings
+	cargo test --locked --quiet
 
 # The long crash soak (issue 8, docs/reliability.md): the whole pilot replayed while the
 # three services are killed with SIGKILL and restarted; `make test` runs a short one.
@@ -41,6 +51,8 @@ lint: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cargo fmt --all --check
+	cargo clippy --all-targets --locked -- -D warnings
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
 
 # Regenerate the contracts' Python code (and .pyi stubs) after editing protos/.
@@ -67,4 +79,4 @@ $(NODE_STAMP): package.json package-lock.json
 	touch $@
 
 clean:
-	rm -rf $(VENV) node_modules var certs/dev .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules var target certs/dev .mypy_cache .ruff_cache .pytest_cache

@@ -20,6 +20,7 @@ purpose is a lower-case word with hyphens; every call must declare one in the
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Iterable
@@ -78,6 +79,29 @@ class Policy:
         if purpose in (exact or ()) or purpose in (prefixed or ()):
             return Decision.ALLOWED
         return Decision.PURPOSE_NOT_GRANTED
+
+    def to_json(self) -> str:
+        """The compiled policy as JSON, for the data plane (gateway/dataplane/src/policy.rs).
+
+        The document, version 1::
+
+            {"version": 1,
+             "grants": [{"caller": ..., "method": ..., "purposes": [...]}, ...],
+             "prefix_grants": [{"caller": ..., "method": ..., "purposes": [...]}, ...]}
+
+        A grant's caller is a SPIFFE ID and its method a wire path ("/pkg.Service/Method"),
+        one grant per (caller, method) with all its purposes. A prefix grant's caller is the
+        prefix without its "/*": it grants every caller exactly one segment below it. Grants
+        are sorted by caller then method, purposes and keys sorted, so that one policy always
+        gives the same text. The data plane reads only this; the TOML is read here alone.
+        """
+        document: dict[str, object] = {"version": 1}
+        for key, table in (("grants", self.grants), ("prefix_grants", self.prefix_grants)):
+            document[key] = [
+                {"caller": caller, "method": method, "purposes": sorted(table[caller, method])}
+                for caller, method in sorted(table)
+            ]
+        return json.dumps(document, indent=2, sort_keys=True)
 
 
 def load_policy(path: Path, methods: dict[str, Method]) -> Policy:
