@@ -9,26 +9,18 @@ would drift from it.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ports import free_port
 
 from lienthong.tls import TlsMaterial, secure_channel
 
 DEV_CONFIG = Path(__file__).resolve().parent.parent / "config" / "dev.toml"
 _DEV_ADDRESSES = ("50051", "50061", "50071", "9464")  # gateway, justice, police, metrics
-
-
-def free_port() -> int:
-    """A port free on loopback now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def write_dev_config(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from ports import free_port
 
 from certs.pki import BOOTSTRAP_ADMINISTRATOR, DevPki, issue_officer_certificate
 from gateway.server import Gateway, create_gateway
@@ -25,14 +25,6 @@ GATEWAY_ID = "spiffe://lienthong.local/gateway"
 POPULATION_ID = "spiffe://lienthong.local/mps/population"
 OFFICERS = "spiffe://lienthong.local/moj/officers/"
 POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (the justice adapter and the gateway each need
-    the other's address before either is built)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tls_of(pki: DevPki, system: str) -> TlsFiles:
