@@ -41,12 +41,11 @@ class Gatekeeper:
         unfit = check_client_certificate(certificate)
         if unfit is not None:
             raise errors.Unauthenticated(unfit, reason="KEY_USAGE")
-        for value in (exchange.purpose, exchange.on_behalf_of, exchange.request_id):
-            if value is not None and len(value) > MAX_METADATA_VALUE:
-                raise errors.PermissionDenied(
-                    f"metadata values are at most {MAX_METADATA_VALUE} characters",
-                    reason="METADATA_TOO_LONG",
-                )
+        if exchange.metadata_too_long:
+            raise errors.PermissionDenied(
+                f"metadata values are at most {MAX_METADATA_VALUE} characters",
+                reason="METADATA_TOO_LONG",
+            )
         decision = self._policy.current().decide(caller, exchange.method, exchange.purpose)
         if decision is not Decision.ALLOWED:
             raise errors.PermissionDenied(_explain(decision, caller, exchange), reason=decision)

@@ -48,6 +48,7 @@ class Exchange:
     auditor: Auditor
     on_behalf_of: str | None = None
     upstream: str | None = None
+    metadata_too_long: bool = False  # a metadata value over the limit, before bounding
     exchange_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     start_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     started: float = field(default_factory=time.perf_counter)

@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 
-from gateway.admission import Gatekeeper
+from gateway.admission import MAX_METADATA_VALUE, Gatekeeper
+from gateway.audit.entry import TEXT_LIMITS, bounded
 from gateway.audit.store import AuditUnavailableError
 from gateway.credentials import Upstreams
 from gateway.exchange_log import RECEIPT_KEY, Auditor, Exchange
@@ -99,13 +100,19 @@ class ForwardingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
 def _exchange(path: str, context: grpc.ServicerContext, auditor: Auditor) -> Exchange:
     invocation = context.invocation_metadata()
+    purpose = metadata.first(invocation, metadata.PURPOSE)
+    request_id = metadata.first(invocation, metadata.REQUEST_ID)
+    on_behalf_of = metadata.first(invocation, metadata.ON_BEHALF_OF)
+    sent = (purpose, request_id, on_behalf_of)
+    # The caller's text is bounded here, before any entry, log line or metric sees it.
     return Exchange(
-        method=path,
+        method=bounded(path, TEXT_LIMITS["method"]) or "",
         caller=peer_identity(context),
-        purpose=metadata.first(invocation, metadata.PURPOSE),
-        request_id=metadata.first(invocation, metadata.REQUEST_ID),
-        on_behalf_of=metadata.first(invocation, metadata.ON_BEHALF_OF),
+        purpose=bounded(purpose, TEXT_LIMITS["purpose"]),
+        request_id=bounded(request_id, TEXT_LIMITS["request_id"]),
+        on_behalf_of=bounded(on_behalf_of, TEXT_LIMITS["on_behalf_of"]),
         auditor=auditor,
+        metadata_too_long=any(len(value or "") > MAX_METADATA_VALUE for value in sent),
     )
 
 

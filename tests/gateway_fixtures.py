@@ -71,7 +71,7 @@ class Setup:
 def make_setup(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
     started: list[Setup] = []
 
-    def make(limits: GatewayLimits | None = None) -> Setup:
+    def make(limits: GatewayLimits | None = None, audit_url: str | None = None) -> Setup:
         pki = init_dev_pki(tmp_path / "pki")
         echo_server, echo_port, echo = start_echo(tls_of(pki, "police").read())
         policy = tmp_path / "policy.toml"
@@ -85,7 +85,8 @@ def make_setup(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
                 policy=policy,
                 routes={SERVICE: f"127.0.0.1:{echo_port}"},
                 audit=AuditConfig(
-                    f"sqlite:///{tmp_path / 'audit.db'}", pki.directory / "audit-log.key"
+                    audit_url or f"sqlite:///{tmp_path / 'audit.db'}",
+                    pki.directory / "audit-log.key",
                 ),
                 crls=(pki.directory / "crl.pem",),
                 metrics_listen="127.0.0.1:0",

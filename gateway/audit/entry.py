@@ -13,12 +13,32 @@ personal data. Each exchange has up to two entries:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 FORMAT_VERSION = 1
 Kind = Literal["request", "completion"]
+
+TEXT_LIMITS: Final = {"method": 512, "purpose": 256, "on_behalf_of": 256, "request_id": 256}
+"""The most characters an entry keeps of each text the caller chooses (the method path and
+the metadata values): what the audit_entry columns hold. PostgreSQL refuses an over-long
+value, and with it every entry of the same group commit, so longer text is bounded first."""
+
+
+def bounded(text: str | None, limit: int) -> str | None:
+    """``text`` if it has at most ``limit`` characters, else ``limit`` characters standing for it.
+
+    Those are its start, then its length and SHA-256:
+    ``"<start>…[5000 characters, sha256 <hex>]"``. The start keeps it searchable and the
+    digest ties the entry to the whole text sent.
+    """
+    if text is None or len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    tail = f"…[{len(text)} characters, sha256 {digest}]"
+    return text[: max(limit - len(tail), 0)] + tail
 
 
 def timestamp(moment: dt.datetime) -> str:

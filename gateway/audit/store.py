@@ -219,6 +219,7 @@ class AuditLog:
         """Append ``entry`` and return once it is durable; AuditUnavailableError otherwise."""
         if self._stop.is_set():
             raise AuditUnavailableError("the audit log is closed")
+        _check_fits(entry)
         pending = _Pending(entry, entry.encode(), Future())
         self._queue.put(pending)
         try:
@@ -416,6 +417,20 @@ class AuditLog:
         """The number of entries durably appended."""
         with self._engine.connect() as connection:
             return int(connection.execute(select(head_table.c.tree_size)).scalar_one())
+
+
+def _check_fits(entry: AuditEntry) -> None:
+    """Refuse an entry whose text overflows its column, before it is queued.
+
+    In a batch it would fail the commit of every entry beside it (PostgreSQL enforces varchar
+    lengths); the gateway bounds caller text first (entry.bounded), so this is a last guard.
+    """
+    for name in ("caller", "method", "request_id"):
+        value = getattr(entry, name)
+        column_type = entry_table.c[name].type
+        width = column_type.length if isinstance(column_type, String) else None
+        if value is not None and width is not None and len(value) > width:
+            raise AuditUnavailableError(f"audit entry {name} is longer than {width} characters")
 
 
 def _latest(connection: Connection) -> SignedCheckpoint | None:
