@@ -25,15 +25,15 @@ run-postgres: $(PY_STAMP)
 replay: $(PY_STAMP)
 	$(BIN)/lienthong replay --config config/dev.toml
 
-# Test modules run in parallel, TEST_WORKERS at a time, each module whole in one worker (they
-# wait on servers and processes more than they compute); ports: tests/ports.py.
+# Test modules run in parallel, TEST_WORKERS at a time, each module whole in one worker and the
+# longest first (tests/conftest.py); ports: tests/ports.py.
 TEST_WORKERS ?= 2
 test: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(MAKE) rust-check
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The gateway's data plane (gateway/dataplane): formatted, clippy-clean, its own tests.
 rust-check:
