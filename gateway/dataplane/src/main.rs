@@ -1,0 +1,52 @@
+//! `lienthong-gateway --config FILE`: the compiled gateway's composition root.
+//!
+//! A configuration or start-up problem is one line on stderr and exit code 2; SIGTERM or
+//! SIGINT stops the gateway with exit code 0.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lienthong_dataplane::config::Config;
+use lienthong_dataplane::proxy::{serve, Gateway};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+const USAGE: &str = "usage: lienthong-gateway --config FILE";
+
+fn main() -> ExitCode {
+    match run(std::env::args_os().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("lienthong-gateway: {problem}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(arguments: Vec<OsString>) -> Result<(), String> {
+    let path = match <[OsString; 2]>::try_from(arguments) {
+        Ok([flag, path]) if flag == "--config" => PathBuf::from(path),
+        _ => return Err(USAGE.to_owned()),
+    };
+    let config = Config::load(&path).map_err(|error| error.to_string())?;
+    let gateway = Gateway::from_config(&config).map_err(|error| error.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|error| format!("cannot handle SIGTERM: {error}"))?;
+        eprintln!("lienthong-gateway: listening on {}", config.listen);
+        tokio::select! {
+            () = serve(gateway, listener) => {}
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,316 @@
+//! The compiled gateway's proxy: mTLS and HTTP/2 in front, admission on each call's headers,
+//! and the admitted calls forwarded as they come, bytes untouched.
+//!
+//! This is the first step of `gateway/forwarding.py` in Rust. Not here yet: the audit log and
+//! the receipts, rate and concurrency limits, metrics, the gateway's own services (health,
+//! reflection, `AuditService`), the contracts' method table and reloading files that change.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HOST, TE};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::admission::{self, Peer};
+use crate::body::{drop_lienthong, RequestBody, ResponseBody};
+use crate::config::{Config, Limits};
+use crate::metadata;
+use crate::policy::{Policy, PolicyError};
+use crate::status::{Code, Status};
+use crate::tls::{self, TlsError, UpstreamCredentials};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// The longest a caller's TLS handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait before accepting again after `accept` failed (out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Connection-specific headers (RFC 9113 section 8.2.2), never forwarded either way.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+/// Why the gateway cannot start from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy file cannot be read.
+    #[error("cannot read the policy {path}: {source}")]
+    PolicyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The policy file is not a compiled policy.
+    #[error("the policy {path}: {source}")]
+    Policy {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: PolicyError,
+    },
+    /// TLS material cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A route's address gives no TLS server name or `:authority`.
+    #[error("the route of {service}: {problem}")]
+    Route {
+        /// The service.
+        service: String,
+        /// What is wrong with its address.
+        problem: String,
+    },
+}
+
+/// Everything a call needs, built once from the configuration.
+pub struct Gateway {
+    policy: Policy,
+    routes: HashMap<String, Route>,
+    limits: Limits,
+    acceptor: TlsAcceptor,
+}
+
+/// Where a service goes: its upstream's connection, shared by every service it serves.
+struct Route {
+    upstream: Arc<Upstream>,
+    authority: Authority,
+}
+
+impl Gateway {
+    /// Read the policy and TLS files the configuration names, and set up every route.
+    ///
+    /// Nothing is connected yet: each upstream is reached at its first call.
+    ///
+    /// # Errors
+    ///
+    /// A file cannot be read or used, or a route's address is no TLS server name.
+    pub fn from_config(config: &Config) -> Result<Self, StartError> {
+        let text =
+            std::fs::read_to_string(&config.policy).map_err(|source| StartError::PolicyFile {
+                path: config.policy.clone(),
+                source,
+            })?;
+        let policy = Policy::from_json(&text).map_err(|source| StartError::Policy {
+            path: config.policy.clone(),
+            source,
+        })?;
+        let server = tls::server_config(&config.tls, &config.crls)?;
+        let credentials = UpstreamCredentials::load(&config.upstream_tls)?;
+        // One connection per (address, identity), as Python keeps one channel per address.
+        let mut upstreams: HashMap<(&str, &str), Arc<Upstream>> = HashMap::new();
+        let mut routes = HashMap::new();
+        for (service, route) in &config.routes {
+            let problem = |problem: String| StartError::Route {
+                service: service.clone(),
+                problem,
+            };
+            let authority: Authority = route
+                .address
+                .parse()
+                .map_err(|_| problem(format!("{:?} is no authority", route.address)))?;
+            let key = (route.address.as_str(), route.identity.as_str());
+            let upstream = if let Some(upstream) = upstreams.get(&key) {
+                upstream.clone()
+            } else {
+                let server_name = tls::server_name(route.host()).map_err(problem)?;
+                let client = credentials.for_identity(&route.identity)?;
+                let upstream = Arc::new(Upstream::new(route.address.clone(), server_name, client));
+                upstreams.insert(key, upstream.clone());
+                upstream
+            };
+            routes.insert(
+                service.clone(),
+                Route {
+                    upstream,
+                    authority,
+                },
+            );
+        }
+        Ok(Gateway {
+            policy,
+            routes,
+            limits: config.limits,
+            acceptor: TlsAcceptor::from(server),
+        })
+    }
+}
+
+/// Serve callers on `listener` until the future is dropped.
+pub fn serve(gateway: Gateway, listener: TcpListener) -> impl Future<Output = ()> + Send {
+    let gateway = Arc::new(gateway);
+    async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    tokio::spawn(connection(gateway.clone(), tcp));
+                }
+                Err(error) => {
+                    eprintln!("lienthong-gateway: accept failed: {error}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
+
+/// One caller's connection: the handshake, then its calls, each its own HTTP/2 stream.
+async fn connection(gateway: Arc<Gateway>, tcp: TcpStream) {
+    // A refused handshake is the caller's to see; there is nothing to answer.
+    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, gateway.acceptor.accept(tcp)).await
+    else {
+        return;
+    };
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(AsRef::as_ref);
+    let peer = Arc::new(Peer::of_leaf(leaf));
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .max_concurrent_streams(gateway.limits.max_concurrent_streams)
+        .max_header_list_size(gateway.limits.max_header_list_size);
+    let calls = service_fn(move |request| {
+        let gateway = gateway.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(gateway.call(&peer, request).await) }
+    });
+    // Its end, however it ends, concerns only this caller.
+    let _ = builder.serve_connection(TokioIo::new(tls), calls).await;
+}
+
+impl Gateway {
+    /// Admit one call on its headers, then forward it, or answer the refusal at once.
+    async fn call(&self, peer: &Peer, request: Request<Incoming>) -> Response<ResponseBody> {
+        if !is_grpc(request.headers()) {
+            // The gRPC over HTTP/2 protocol's answer to what is not gRPC.
+            let mut response = Response::new(ResponseBody::default());
+            *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return response;
+        }
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let admitted = match admission::admit(peer, path, &parts.headers, &self.policy, |service| {
+            self.routes.get(service)
+        }) {
+            Ok(admitted) => admitted,
+            // The body is dropped unread: a refused call's messages are never taken in.
+            Err(status) => return status.into_response(),
+        };
+        let route = admitted.route;
+        let unavailable = || {
+            Status::new(
+                Code::Unavailable,
+                "UPSTREAM_UNAVAILABLE",
+                format!("{} is unavailable", admitted.service),
+            )
+            .into_response()
+        };
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let body = RequestBody::new(body, self.limits.request_body_timeout(), timed_out.clone());
+        let Some(request) = upstream_request(&parts, body, admitted.caller, &route.authority)
+        else {
+            return Status::new(Code::Internal, "INTERNAL", "internal error").into_response();
+        };
+        let mut sender = match route.upstream.sender().await {
+            Ok(sender) => sender,
+            Err(UpstreamError::Backoff) => return unavailable(),
+            Err(error) => {
+                // The address goes to the operator's log, never to the caller; once per
+                // attempt, not once per call failed fast after it.
+                eprintln!(
+                    "lienthong-gateway: upstream of {} at {}: {error}",
+                    admitted.service,
+                    route.upstream.address()
+                );
+                return unavailable();
+            }
+        };
+        match sender.send_request(request).await {
+            Ok(response) => relay(response),
+            Err(_) if timed_out.load(Ordering::Relaxed) => Status::new(
+                Code::DeadlineExceeded,
+                "REQUEST_BODY_TIMEOUT",
+                format!(
+                    "the request's messages did not arrive within {} ms",
+                    self.limits.request_body_timeout_ms
+                ),
+            )
+            .into_response(),
+            Err(_) => unavailable(),
+        }
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value == "application/grpc"
+                || value.starts_with("application/grpc+")
+                || value.starts_with("application/grpc;")
+        })
+}
+
+/// The call as it goes upstream: the caller's headers but the hop-by-hop ones and the
+/// `lienthong-` keys a caller may not set, with the verified `lienthong-caller` added.
+/// Everything else, `grpc-timeout` and `grpc-encoding` included, goes as received.
+fn upstream_request(
+    parts: &http::request::Parts,
+    body: RequestBody,
+    caller: &str,
+    authority: &Authority,
+) -> Option<Request<RequestBody>> {
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTPS)
+        .authority(authority.clone())
+        .path_and_query(parts.uri.path_and_query()?.clone())
+        .build()
+        .ok()?;
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_2;
+    let headers = request.headers_mut();
+    for (key, value) in &parts.headers {
+        let name = key.as_str();
+        if !HOP_BY_HOP.contains(&name) && *key != HOST && metadata::caller_may_send(name) {
+            headers.append(key.clone(), value.clone());
+        }
+    }
+    // gRPC requires it, and it is the one TE value HTTP/2 allows.
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    headers.insert(metadata::CALLER, HeaderValue::from_str(caller).ok()?);
+    Some(request)
+}
+
+/// The upstream's answer as the caller gets it: status, headers and body as they come, less
+/// the `lienthong-` keys (in a trailers-only answer, the trailers are these headers).
+fn relay(response: Response<Incoming>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    drop_lienthong(&mut parts.headers);
+    for key in HOP_BY_HOP {
+        parts.headers.remove(key);
+    }
+    parts.extensions.clear();
+    Response::from_parts(parts, ResponseBody::relay(body))
+}

@@ -1,0 +1,184 @@
+//! The gateway's own gRPC answers: trailers-only responses carrying a status.
+//!
+//! As `lienthong/grpc_server.py`'s `status_of`, every refusal carries, besides `grpc-status`
+//! and `grpc-message`, a `google.rpc.Status` in `grpc-status-details-bin` whose one detail is
+//! an `ErrorInfo` with the refusal's reason and the gateway's domain, so that callers can
+//! tell refusals apart by reason, whichever gateway answered.
+
+use std::fmt::Write as _;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+/// The `ErrorInfo` domain of the gateway's refusals (`gateway/forwarding.py`'s `DOMAIN`).
+pub const DOMAIN: &str = "gateway.lienthong.gov.vn";
+
+const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+
+/// The gRPC status codes the gateway answers with itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 4: the request's messages did not arrive in time.
+    DeadlineExceeded,
+    /// 7: the policy does not grant the call.
+    PermissionDenied,
+    /// 12: no upstream serves the service.
+    Unimplemented,
+    /// 13: the gateway failed.
+    Internal,
+    /// 14: the upstream cannot be reached, or is not who its route says.
+    Unavailable,
+    /// 16: the caller's certificate does not identify it.
+    Unauthenticated,
+}
+
+impl Code {
+    /// The code's number on the wire.
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            Code::DeadlineExceeded => 4,
+            Code::PermissionDenied => 7,
+            Code::Unimplemented => 12,
+            Code::Internal => 13,
+            Code::Unavailable => 14,
+            Code::Unauthenticated => 16,
+        }
+    }
+}
+
+/// A refusal: its code, a reason label (`ErrorInfo.reason`) and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The gRPC status code.
+    pub code: Code,
+    /// An `UPPER_SNAKE` label, as the Python gateway's reasons.
+    pub reason: &'static str,
+    /// The `grpc-message`; never an internal address.
+    pub message: String,
+}
+
+impl Status {
+    /// A status of `code` with `reason` and `message`.
+    pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        Status {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The trailers-only answer: HTTP 200, `application/grpc`, the status in the headers.
+    ///
+    /// `B::default()` must be an empty body that reports its end, so that the headers go
+    /// out with `END_STREAM`.
+    #[must_use]
+    pub fn into_response<B: Default>(self) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        self.write(headers);
+        response
+    }
+
+    fn write(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.code.number())),
+        );
+        // Both are built from ASCII only, so they are valid header values.
+        if let Ok(message) = HeaderValue::from_str(&percent_encode(&self.message)) {
+            headers.insert("grpc-message", message);
+        }
+        if let Ok(details) = HeaderValue::from_str(&STANDARD_NO_PAD.encode(self.details())) {
+            headers.insert("grpc-status-details-bin", details);
+        }
+    }
+
+    /// The serialized `google.rpc.Status` with its `ErrorInfo`.
+    fn details(&self) -> Vec<u8> {
+        let mut error_info = Vec::new();
+        field(&mut error_info, 1, self.reason.as_bytes());
+        field(&mut error_info, 2, DOMAIN.as_bytes());
+        let mut any = Vec::new();
+        field(&mut any, 1, ERROR_INFO_TYPE.as_bytes());
+        field(&mut any, 2, &error_info);
+        let mut status = vec![0x08, self.code.number()];
+        field(&mut status, 2, self.message.as_bytes());
+        field(&mut status, 3, &any);
+        status
+    }
+}
+
+/// Append a length-delimited protobuf field.
+fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+    out.push(number << 3 | 2);
+    let mut length = bytes.len();
+    while length >= 0x80 {
+        // The low seven bits, with the continuation bit: the cast keeps exactly them.
+        out.push(u8::try_from(length & 0x7f).unwrap_or(0) | 0x80);
+        length >>= 7;
+    }
+    out.push(u8::try_from(length).unwrap_or(0));
+    out.extend_from_slice(bytes);
+}
+
+/// `grpc-message` encoding: every byte outside printable ASCII, and `%`, as `%XX`.
+#[must_use]
+pub fn percent_encode(message: &str) -> String {
+    let mut encoded = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            encoded.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_percent_encoded() {
+        assert_eq!(percent_encode("plain text"), "plain text");
+        assert_eq!(percent_encode("100% đúng\n"), "100%25 %C4%91%C3%BAng%0A");
+    }
+
+    #[test]
+    fn details_are_the_status_python_serializes() {
+        // google.rpc.Status(code=7, message="m", details=[ErrorInfo(reason="NOT_GRANTED",
+        // domain="gateway.lienthong.gov.vn")]).SerializeToString(), from the Python side.
+        let python = "080712016d1a530a28747970652e676f6f676c65617069732e636f6d2f676f6f676c65\
+                      2e7270632e4572726f72496e666f12270a0b4e4f545f4752414e544544121867617465\
+                      7761792e6c69656e74686f6e672e676f762e766e";
+        let status = Status::new(Code::PermissionDenied, "NOT_GRANTED", "m");
+        assert_eq!(hex::encode(status.details()), python);
+    }
+
+    #[test]
+    fn long_fields_get_multi_byte_lengths() {
+        let mut out = Vec::new();
+        field(&mut out, 2, &[0; 300]);
+        assert_eq!(&out[..3], &[0x12, 0xac, 0x02]);
+        assert_eq!(out.len(), 303);
+    }
+
+    #[test]
+    fn a_refusal_is_a_trailers_only_answer() {
+        let response: Response<()> =
+            Status::new(Code::Unauthenticated, "NO_IDENTITY", "who are you?").into_response();
+        let headers = response.headers();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(headers["grpc-status"], "16");
+        assert_eq!(headers["grpc-message"], "who are you?");
+        assert!(headers.contains_key("grpc-status-details-bin"));
+    }
+}
