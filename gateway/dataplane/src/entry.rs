@@ -13,13 +13,46 @@
 //! it accepts canonical bytes such as `"version":1.0`, `"caller":5` or `"kind":"bogus"`, which
 //! Python never writes; here they are refused.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// The format version entries are written with.
 pub const FORMAT_VERSION: u64 = 1;
+
+/// The most characters an entry keeps of each text the caller chooses (Python's `TEXT_LIMITS`).
+///
+/// What the `audit_entry` columns hold: `PostgreSQL` refuses an over-long value, and with it
+/// every entry of the same group commit, so longer text is [`bounded`] first.
+pub const TEXT_LIMITS: [(&str, usize); 4] = [
+    ("method", 512),
+    ("purpose", 256),
+    ("on_behalf_of", 256),
+    ("request_id", 256),
+];
+
+/// `text` if it has at most `limit` characters, else `limit` characters standing for it.
+///
+/// Those are its start, then its length and SHA-256, as Python's `bounded` writes them:
+/// `"<start>…[5000 characters, sha256 <hex>]"`. Characters are Unicode scalar values, as
+/// Python counts them, so the start may split a grapheme just as Python's does.
+#[must_use]
+pub fn bounded(text: &str, limit: usize) -> Cow<'_, str> {
+    let length = text.chars().count();
+    if length <= limit {
+        return Cow::Borrowed(text);
+    }
+    let mut digest = String::with_capacity(64);
+    for byte in Sha256::digest(text.as_bytes()) {
+        write!(digest, "{byte:02x}").expect("writing to a String");
+    }
+    let tail = format!("\u{2026}[{length} characters, sha256 {digest}]");
+    let keep = limit.saturating_sub(tail.chars().count());
+    Cow::Owned(text.chars().take(keep).chain(tail.chars()).collect())
+}
 
 /// Which half of an exchange an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -224,6 +257,40 @@ fn push_string(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_text_is_what_python_bounds_it_to() {
+        // Expected values from gateway/audit/entry.py's bounded.
+        assert_eq!(bounded("xxxxx", 5), "xxxxx");
+        assert_eq!(
+            bounded("xxxxxx", 5),
+            "\u{2026}[6 characters, sha256 \
+             b7fb217694ae2d305e766608d250f797daa984e4ac4b5fa638a729be352f2fcd]"
+        );
+        let text = "\u{e9}".repeat(300);
+        let accents = bounded(&text, 256);
+        assert_eq!(
+            accents,
+            format!(
+                "{}\u{2026}[300 characters, sha256 \
+                 7250b66610f8b7dbd6f5e5426d2143bcba6d826cedb4bea8a358695da78db023]",
+                "\u{e9}".repeat(166)
+            )
+        );
+        let flags = format!("/a.v1.S/{}", "\u{1f1fb}\u{1f1f3}".repeat(600));
+        let bounded_flags = bounded(&flags, 512);
+        assert_eq!(bounded_flags.chars().count(), 512);
+        assert_eq!(
+            bounded_flags
+                .find('\u{2026}')
+                .map(|at| bounded_flags[..at].chars().count()),
+            Some(421)
+        );
+        assert!(bounded_flags.ends_with(
+            "[1208 characters, sha256 \
+             de316e7d2f0773754fef4aa78ffba6cd4a9d8826dd5a9611cd3c53d4cc3ef47e]"
+        ));
+    }
 
     fn request() -> AuditEntry {
         AuditEntry {

@@ -13,6 +13,7 @@
 //! each call on its headers ([`admission`]) and forwards it to its upstream over mTLS.
 
 pub mod admission;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod entry;
