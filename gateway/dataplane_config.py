@@ -1,0 +1,89 @@
+"""The compiled data plane's configuration, written by the control plane (issue 15).
+
+``lienthong-gateway`` (gateway/dataplane) reads one JSON document and nothing else: the TOML,
+the policy language and their validation stay here. This writes that document, and the
+policy compiled to JSON beside it, from a checked :class:`GatewayConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.policy import load_policy
+from lienthong.config import GatewayConfig
+from lienthong.contracts import Method
+from lienthong.tls import TlsFiles
+
+# HTTP/2 bounds of one connection: as many calls as grpcio's server allowed, and headers as
+# large as grpcio accepts by default (8 KiB of metadata, plus the pseudo-headers).
+MAX_CONCURRENT_STREAMS = 100
+MAX_HEADER_LIST_SIZE = 16 * 1024
+REQUEST_BODY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class DataPlaneFiles:
+    """What the data plane is started with."""
+
+    config: Path
+    policy: Path
+
+
+def write_dataplane_config(
+    config: GatewayConfig,
+    contract_methods: dict[str, Method],
+    upstream_identities: Mapping[str, str],
+    directory: Path,
+) -> DataPlaneFiles:
+    """Write the data plane's configuration and compiled policy into ``directory``.
+
+    ``upstream_identities`` maps each route's address to the SPIFFE ID its certificate must
+    carry. The policy is checked against ``contract_methods`` here (PolicyError if it is
+    wrong); the files are owner-only, as the rest of the gateway's configuration.
+    """
+    missing = sorted(set(config.routes.values()) - set(upstream_identities))
+    if missing:
+        raise ValueError(f"no upstream identity for {', '.join(missing)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    policy_path = directory / "policy.json"
+    _write_private(policy_path, load_policy(config.policy, contract_methods).to_json())
+    document = {
+        "listen": config.listen,
+        "tls": _tls(config.tls),
+        "upstream_tls": _tls(config.upstream_tls),
+        "crls": [str(path.resolve()) for path in config.crls],
+        "policy": str(policy_path.resolve()),
+        "routes": {
+            service: {"address": address, "identity": upstream_identities[address]}
+            for service, address in sorted(config.routes.items())
+        },
+        "limits": {
+            "max_concurrent_streams": MAX_CONCURRENT_STREAMS,
+            "max_header_list_size": MAX_HEADER_LIST_SIZE,
+            "request_body_timeout_ms": REQUEST_BODY_TIMEOUT_MS,
+        },
+    }
+    config_path = directory / "dataplane.json"
+    _write_private(config_path, json.dumps(document, indent=2, sort_keys=True))
+    return DataPlaneFiles(config_path, policy_path)
+
+
+def _tls(files: TlsFiles) -> dict[str, str]:
+    return {
+        "ca_certificate": str(files.ca_certificate.resolve()),
+        "certificate": str(files.certificate.resolve()),
+        "private_key": str(files.private_key.resolve()),
+    }
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, replacing it whole."""
+    staging = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text + "\n")
+    staging.replace(path)

@@ -1,0 +1,188 @@
+"""The compiled data plane (gateway/dataplane, issue 15) between real grpcio peers.
+
+lienthong-gateway is started as it will be in production, from the configuration the control
+plane writes (gateway/dataplane_config.py), and called by grpcio clients in front of the echo
+upstream, a grpcio server: every cardinality, rich errors relayed, refusals on the headers,
+and an upstream that is not the one the route names. It is not yet the gateway `make run`
+starts: it does not audit yet.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from echo_upstream import (
+    BIDI,
+    CLIENT_STREAM,
+    FAIL,
+    METHODS,
+    SERVER_STREAM,
+    SERVICE,
+    STREAM_COPIES,
+    UNARY,
+    Echo,
+    start_echo,
+)
+from gateway_fixtures import POLICY, PURPOSE
+from grpc_status import rpc_status
+from ports import free_port
+from stack import tls_of
+
+from certs.pki import DevPki, init_dev_pki
+from gateway.dataplane_config import write_dataplane_config
+from lienthong import metadata
+from lienthong.config import AuditConfig, GatewayConfig
+from lienthong.contracts import methods
+from lienthong.tls import secure_channel
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+POPULATION = "spiffe://lienthong.local/mps/population"  # the echo upstream's certificate
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    """The data plane, built (a no-op once `make test`'s cargo test built it)."""
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--locked", "--bin", "lienthong-gateway"],
+        cwd=REPOSITORY,
+        check=True,
+    )
+    return REPOSITORY / "target" / "debug" / "lienthong-gateway"
+
+
+@dataclass
+class Proxy:
+    pki: DevPki
+    address: str
+    echo: Echo
+    process: subprocess.Popen[bytes]
+
+    def channel(self, system: str = "officer-portal") -> grpc.Channel:
+        return secure_channel(self.address, tls_of(self.pki, system).read())
+
+
+def _start(binary: Path, directory: Path, upstream_identity: str) -> Iterator[Proxy]:
+    pki = init_dev_pki(directory / "pki")
+    echo_server, echo_port, echo = start_echo(tls_of(pki, "police").read())
+    policy = directory / "policy.toml"
+    policy.write_text(POLICY, encoding="utf-8")
+    address = f"127.0.0.1:{free_port()}"
+    upstream = f"127.0.0.1:{echo_port}"
+    config = GatewayConfig(
+        listen=address,
+        tls=tls_of(pki, "gateway-server"),
+        upstream_tls=tls_of(pki, "gateway-client"),
+        policy=policy,
+        routes={SERVICE: upstream},
+        audit=AuditConfig(f"sqlite:///{directory / 'audit.db'}", pki.directory / "audit-log.key"),
+        crls=(pki.directory / "crl.pem",),
+    )
+    files = write_dataplane_config(
+        config, {**methods(), **METHODS}, {upstream: upstream_identity}, directory / "dataplane"
+    )
+    log = (directory / "dataplane.log").open("wb")
+    process = subprocess.Popen(
+        [str(binary), "--config", str(files.config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_for_listener(address, process)
+        yield Proxy(pki, address, echo, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stopped = process.wait(timeout=10)
+        log.close()
+        echo_server.stop(grace=None)
+    assert stopped == 0, "lienthong-gateway did not stop cleanly on SIGTERM"
+
+
+def _wait_for_listener(address: str, process: subprocess.Popen[bytes]) -> None:
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "lienthong-gateway exited at start"
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"lienthong-gateway never listened on {address}")
+
+
+@pytest.fixture(scope="module")
+def proxy(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    yield from _start(binary, tmp_path_factory.mktemp("dataplane"), POPULATION)
+
+
+def test_a_unary_call_comes_back_unchanged_and_the_upstream_learns_the_caller(
+    proxy: Proxy,
+) -> None:
+    sent = b"\x00\x01 bytes \xff as sent"
+    with proxy.channel() as channel:
+        answer, call = channel.unary_unary(UNARY).with_call(
+            sent,
+            timeout=10,
+            metadata=(*PURPOSE, (metadata.CALLER, "spiffe://lienthong.local/forged")),
+        )
+    assert answer == sent
+    assert call.code() == grpc.StatusCode.OK
+    seen = proxy.echo.metadata[-1]
+    assert seen[metadata.CALLER] == "spiffe://lienthong.local/moj/officer-portal"
+    assert seen[metadata.PURPOSE] == "testing"
+
+
+def test_streams_pass_through_in_every_direction(proxy: Proxy) -> None:
+    with proxy.channel() as channel:
+        copies = list(channel.unary_stream(SERVER_STREAM)(b"s", timeout=10, metadata=PURPOSE))
+        joined = channel.stream_unary(CLIENT_STREAM)(
+            iter([b"a", b"b", b"c"]), timeout=10, metadata=PURPOSE
+        )
+        echoed = list(
+            channel.stream_stream(BIDI)(iter([b"1", b"22", b"333"]), timeout=10, metadata=PURPOSE)
+        )
+    assert copies == [bytes([index]) + b"s" for index in range(STREAM_COPIES)]
+    assert joined == b"a|b|c"
+    assert echoed == [b"1", b"22", b"333"]
+
+
+def test_the_upstream_status_details_and_trailers_are_relayed(proxy: Proxy) -> None:
+    with proxy.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary(FAIL)(b"", timeout=10, metadata=PURPOSE)
+    error = raised.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == "echo says no"
+    status = rpc_status.from_call(error)
+    assert status is not None
+    assert status.details[0].type_url.endswith("google.rpc.ErrorInfo")
+    assert ("echo-trailer", "kept") in [
+        (item.key, item.value) for item in error.trailing_metadata()
+    ]
+
+
+def test_a_caller_without_a_grant_is_refused_before_the_upstream_sees_it(proxy: Proxy) -> None:
+    calls_before = len(proxy.echo.metadata)
+    with proxy.channel("police") as channel, pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary(UNARY)(b"x", timeout=10, metadata=PURPOSE)
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with proxy.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary(UNARY)(b"x", timeout=10)  # no purpose
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert len(proxy.echo.metadata) == calls_before
+
+
+def test_an_upstream_with_another_identity_is_refused_and_its_address_never_shown(
+    binary: Path, tmp_path: Path
+) -> None:
+    for wrong in _start(binary, tmp_path, "spiffe://lienthong.local/moj/civil-registry"):
+        with wrong.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+            channel.unary_unary(UNARY)(b"x", timeout=10, metadata=PURPOSE)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "127.0.0.1" not in (raised.value.details() or "")
+        assert wrong.echo.metadata == []
