@@ -27,7 +27,7 @@ replay: $(PY_STAMP)
 
 # Test modules run in parallel, TEST_WORKERS at a time, each module whole in one worker and the
 # longest first (tests/conftest.py); ports: tests/ports.py.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: $(PY_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import make_url
+
 from gateway.policy import load_policy
 from lienthong.config import GatewayConfig
 from lienthong.contracts import Method
@@ -66,10 +68,23 @@ def write_dataplane_config(
             "max_header_list_size": MAX_HEADER_LIST_SIZE,
             "request_body_timeout_ms": REQUEST_BODY_TIMEOUT_MS,
         },
+        "audit": {
+            "database_url": _absolute(config.audit.database_url),
+            "signing_key": str(config.audit.signing_key.resolve()),
+            "origin": config.audit.origin,
+        },
     }
     config_path = directory / "dataplane.json"
     _write_private(config_path, json.dumps(document, indent=2, sort_keys=True))
     return DataPlaneFiles(config_path, policy_path)
+
+
+def _absolute(url: str) -> str:
+    """``url`` with a SQLite file's path made absolute: the data plane runs elsewhere."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return url
+    return f"sqlite:///{Path(parsed.database).resolve()}"
 
 
 def _tls(files: TlsFiles) -> dict[str, str]:

@@ -57,8 +57,9 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], dt.datetime]
 
 DEFAULT_BATCH = 50
-# Longer than any call (DEFAULT_CALL_TIMEOUT), so that a live claim does not expire mid-call.
-DEFAULT_LEASE = 30.0
+# Twice the longest call (DEFAULT_CALL_TIMEOUT), so that a live claim does not expire
+# mid-call; no longer, because it is how long a process that dies delays the PINs it held.
+DEFAULT_LEASE = 10.0
 DEFAULT_CALL_TIMEOUT = 5.0
 # Less lease left than this is not worth a call: the claim is left to expire.
 MIN_CALL_SECONDS = 0.5

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,14 @@ def make_engine(url: str) -> Engine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, hide_parameters=True
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; take it over so that BEGIN
         # IMMEDIATE serialises writers before they read what they will update. Reads
         # (read_session_factory) begin DEFERRED: a snapshot, without queueing for the lock.
-        event.listen(engine, "begin", _begin_sqlite)
+        event.listen(engine, "begin", _SqliteWriters(engine).begin)
         return engine
     # pool_pre_ping replaces connections the server or the network closed (after a restart or
     # an outage) before a call uses them, so a service recovers without a restart.
@@ -123,6 +126,57 @@ def read_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
 
 
-def _begin_sqlite(connection: Connection) -> None:
-    read_only = connection.get_execution_options().get(_READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+# Seconds a SQLite writer waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT = 30.0
+
+
+class _SqliteWriters:
+    """The writers of one SQLite engine, queued in the process rather than by SQLite.
+
+    A writer that finds the database locked is put to sleep by SQLite's busy handler for 1,
+    2, 5 ... 100 ms before it tries again, so with a dozen threads writing the lock mostly
+    sits free while they sleep. A lock of our own hands the database to the next writer the
+    moment the last one commits or rolls back. It only orders this process's writers: other
+    processes (a second service, the CLI) are still kept out by SQLite's lock and its busy
+    timeout, and a writer that waited a whole busy timeout for ours goes on to SQLite's.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._lock = threading.Lock()
+        self._holder: object | None = None  # the DBAPI connection in a write transaction
+        dialect = engine.dialect
+        dialect.do_commit = self._ending(dialect.do_commit)  # type: ignore[method-assign,assignment]
+        dialect.do_rollback = self._ending(dialect.do_rollback)  # type: ignore[method-assign,assignment]
+        event.listen(
+            engine.pool, "invalidate", lambda dbapi_connection, *_: self._release(dbapi_connection)
+        )
+
+    def begin(self, connection: Connection) -> None:
+        """BEGIN: DEFERRED for reads; IMMEDIATE for writes, once no writer of ours is left."""
+        if connection.get_execution_options().get(_READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+            return
+        holder = connection.connection.dbapi_connection
+        if self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT):
+            self._holder = holder
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._release(holder)
+            raise
+
+    def _ending(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``end`` (the dialect's commit or rollback), then the next writer's turn."""
+
+        def ending(proxied: Any) -> None:  # noqa: ANN401 - the pool's connection proxy
+            try:
+                end(proxied)
+            finally:
+                self._release(proxied.dbapi_connection)
+
+        return ending
+
+    def _release(self, holder: object) -> None:
+        if holder is not None and self._holder is holder:
+            self._holder = None
+            self._lock.release()

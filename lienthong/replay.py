@@ -31,6 +31,7 @@ from lienthong.demo import columns, create_officer, locality_name, statistics_of
 from lienthong.tls import TlsFiles, secure_channel
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from lienthong.reference import CodeLists, Unit
@@ -83,6 +84,7 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
     officers: int = PILOT_OFFICERS,
     out: TextIO = sys.stderr,
     keep_receipts: bool = False,
+    before_send: Callable[[int], None] | None = None,
 ) -> ReplayOutcome:
     """Register ``count`` pilot births through ``gateway``, each by its unit's officer.
 
@@ -90,7 +92,9 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
     the replay reaches get one, when first reached (for short replays). A call that fails
     for a passing reason (UNAVAILABLE while a service restarts, ...) is sent again with its
     request ID until it is answered for good. ``keep_receipts`` keeps the gateway's receipt
-    of every answer, with its status.
+    of every answer, with its status. ``before_send`` is called with each registration's
+    index (0, 1, ...) before it is sent, and may hold it back (the crash soak kills a service
+    at set points of the replay, whatever the machine's speed).
     """
     units = pilot.pilot_units(codes)
     admin = secure_channel(gateway, administrator.read())
@@ -107,7 +111,9 @@ def replay(  # noqa: PLR0913 - where to send, as whom, and how much
         progress = _Progress(count, out)
         answers = _Answers(outcome, slots, progress, keep_receipts=keep_receipts)
         started = time.monotonic()
-        for request in pilot.pilot_registrations(codes, count, seed=seed):
+        for index, request in enumerate(pilot.pilot_registrations(codes, count, seed=seed)):
+            if before_send is not None:
+                before_send(index)
             unit_code = request.birth_registration.registration_unit.code
             if unit_code not in registrars:
                 officer = partial(create_officer, admin, f"pilot-{unit_code}-1", by_code[unit_code])

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+from xdist.scheduler import LoadFileScheduling
 
 from certs.pki import DevPki, init_dev_pki
 
 pytest_plugins = ["gateway_fixtures", "justice_fixtures"]
 
 
-# `make test` hands whole modules to its two workers in collection order (--dist loadfile
+# `make test` hands whole modules to its workers in collection order (--dist loadfile
 # --no-loadscope-reorder): the longest go first, so that none starts last and runs alone.
 LONGEST_MODULES = (
     "test_crash_soak.py",
@@ -28,6 +29,25 @@ LONGEST_MODULES = (
     "test_police_processes.py",
     "test_justice_outbox.py",
 )
+
+
+# Tests long enough to be handed out one by one rather than with their module (they share no
+# module-scoped fixture): the crash soak on SQLite and on PostgreSQL run side by side.
+ONE_BY_ONE = ("tests/test_crash_soak.py::test_twenty_kills",)
+
+
+class ModulesAndLongTests(LoadFileScheduling):  # type: ignore[misc]
+    """Whole modules per worker (--dist loadfile), but the ONE_BY_ONE tests each alone."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        if nodeid.startswith(ONE_BY_ONE):
+            return nodeid
+        return str(super()._split_scope(nodeid))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAndLongTests:
+    """Schedule with ModulesAndLongTests."""
+    return ModulesAndLongTests(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -78,6 +78,7 @@ class SoakReport:
     kills: Counter[str] = field(default_factory=Counter)
     kills_during_replay: int = 0
     replay_seconds: float = 0.0
+    last_pin_seconds: float = 0.0
     retries: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     pins_issued: int = 0
@@ -95,6 +96,7 @@ class SoakReport:
                 f"registrations replayed: {self.registrations:,} in "
                 f"{self.replay_seconds:.1f} s ({self.retries:,} calls sent again)"
             ),
+            f"last PIN delivered {self.last_pin_seconds:.1f} s after the replay's end",
             f"kills (SIGKILL) during the replay: {self.kills_during_replay} ({kills})",
             f"final answers: {dict(self.answers)}",
             f"PINs issued and matching on both sides: {self.pins_issued:,}",
@@ -169,7 +171,12 @@ class ServiceProcess:
 
 
 class Killer(threading.Thread):
-    """Kills a random service at random moments until told to stop or enough were killed."""
+    """Kills the services, one at a time, at points of the replay spread evenly over it.
+
+    The replay does not send the registration at a kill's point before that kill is done
+    (``hold``), so every kill falls during the replay, on a fast machine or a slow one. A
+    kill also waits for the last restarted service to be healthy and a random gap.
+    """
 
     def __init__(
         self, services: dict[str, ServiceProcess], settings: SoakSettings, report: SoakReport
@@ -177,25 +184,67 @@ class Killer(threading.Thread):
         super().__init__(name="killer", daemon=True)
         self._services, self._settings, self._report = services, settings, report
         self._random = random.Random(settings.seed)  # noqa: S311 - test schedule
+        spacing = settings.registrations / (settings.kills + 1)
+        self._points = [round(spacing * (kill + 1)) for kill in range(settings.kills)]
+        self._reached = threading.Condition()
+        self._sent = 0
+        self._done = 0
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
+    def hold(self, index: int) -> None:
+        """Called by the replay before it sends registration ``index``: wait for the kills
+        due before it (or for the killer to give up)."""
+        with self._reached:
+            self._sent = index
+            self._reached.notify_all()
+            self._reached.wait_for(
+                lambda: (
+                    self._kills_due(index) <= self._done
+                    or self.error is not None
+                    or self.stop.is_set()
+                )
+            )
+
+    def finish(self) -> None:
+        """The replay is over: no more kills."""
+        self.stop.set()
+        with self._reached:
+            self._reached.notify_all()
+
+    def _kills_due(self, index: int) -> int:
+        return sum(point <= index for point in self._points)
+
     def run(self) -> None:
-        """Kill, restart, wait until healthy, wait a random gap; again."""
+        """Wait for the next point and the gap, kill, restart, wait until healthy; again."""
         try:
             order: list[str] = []
-            while sum(self._report.kills.values()) < self._settings.kills:
+            for point in self._points:
                 if self.stop.wait(self._random.uniform(*self._settings.gap)):
                     return
+                with self._reached:
+                    if (
+                        not self._reached.wait_for(
+                            lambda point=point: self._sent >= point or self.stop.is_set()
+                        )
+                        or self.stop.is_set()
+                    ):
+                        return
                 if not order:  # each service once in every three kills, in a random order
                     order = self._random.sample(SERVICES, len(SERVICES))
                 service = self._services[order.pop()]
                 service.kill()
                 self._report.kills[service.name] += 1
+                with self._reached:
+                    self._done += 1
+                    self._reached.notify_all()
                 service.start()
                 service.wait_healthy()
         except BaseException as error:  # noqa: BLE001 - reported by the soak
             self.error = error
+        finally:
+            with self._reached:
+                self._reached.notify_all()
 
 
 def run_soak(
@@ -239,8 +288,9 @@ def run_soak(
             officers=0,
             out=sink,  # type: ignore[arg-type]
             keep_receipts=True,
+            before_send=killer.hold,
         )
-        killer.stop.set()
+        killer.finish()
         report.kills_during_replay = sum(report.kills.values())
         killer.join()
         if killer.error is not None:
@@ -251,8 +301,10 @@ def run_soak(
                 service.wait_healthy()
         report.replay_seconds, report.retries = outcome.seconds, outcome.retries
         report.answers = Counter(outcome.codes)
+        replay_over = time.monotonic()
         with secure_channel(config.gateway.listen, config.demo_tls.read()) as channel:
             pending = replay.wait_for_pins(channel, timeout=300)
+        report.last_pin_seconds = time.monotonic() - replay_over
         if pending:
             report.problems.append(f"{pending} registrations still wait for their PIN")
         if config.gateway.metrics_listen:

@@ -3,12 +3,13 @@
 lienthong-gateway is started as it will be in production, from the configuration the control
 plane writes (gateway/dataplane_config.py), and called by grpcio clients in front of the echo
 upstream, a grpcio server: every cardinality, rich errors relayed, refusals on the headers,
-and an upstream that is not the one the route names. It is not yet the gateway `make run`
-starts: it does not audit yet.
+and an upstream that is not the one the route names. Every exchange is in the audit log,
+with its receipt. It is not yet the gateway `make run` starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import socket
 import subprocess
@@ -34,13 +35,19 @@ from echo_upstream import (
 from gateway_fixtures import POLICY, PURPOSE
 from grpc_status import rpc_status
 from ports import free_port
+from sqlalchemy import text
 from stack import tls_of
 
 from certs.pki import DevPki, init_dev_pki
+from gateway.audit import merkle
+from gateway.audit.entry import AuditEntry
+from gateway.audit.tools import verify_log
 from gateway.dataplane_config import write_dataplane_config
 from lienthong import metadata
 from lienthong.config import AuditConfig, GatewayConfig
 from lienthong.contracts import methods
+from lienthong.db import make_engine
+from lienthong.signed_note import NoteVerifier, parse_receipt
 from lienthong.tls import secure_channel
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -64,6 +71,7 @@ class Proxy:
     address: str
     echo: Echo
     process: subprocess.Popen[bytes]
+    audit_url: str
 
     def channel(self, system: str = "officer-portal") -> grpc.Channel:
         return secure_channel(self.address, tls_of(self.pki, system).read())
@@ -75,6 +83,7 @@ def _start(binary: Path, directory: Path, upstream_identity: str) -> Iterator[Pr
     policy = directory / "policy.toml"
     policy.write_text(POLICY, encoding="utf-8")
     address = f"127.0.0.1:{free_port()}"
+    audit_url = f"sqlite:///{directory / 'audit.db'}"
     upstream = f"127.0.0.1:{echo_port}"
     config = GatewayConfig(
         listen=address,
@@ -82,7 +91,7 @@ def _start(binary: Path, directory: Path, upstream_identity: str) -> Iterator[Pr
         upstream_tls=tls_of(pki, "gateway-client"),
         policy=policy,
         routes={SERVICE: upstream},
-        audit=AuditConfig(f"sqlite:///{directory / 'audit.db'}", pki.directory / "audit-log.key"),
+        audit=AuditConfig(audit_url, pki.directory / "audit-log.key"),
         crls=(pki.directory / "crl.pem",),
     )
     files = write_dataplane_config(
@@ -94,7 +103,7 @@ def _start(binary: Path, directory: Path, upstream_identity: str) -> Iterator[Pr
     )
     try:
         _wait_for_listener(address, process)
-        yield Proxy(pki, address, echo, process)
+        yield Proxy(pki, address, echo, process, audit_url)
     finally:
         process.send_signal(signal.SIGTERM)
         stopped = process.wait(timeout=10)
@@ -186,3 +195,75 @@ def test_an_upstream_with_another_identity_is_refused_and_its_address_never_show
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "127.0.0.1" not in (raised.value.details() or "")
         assert wrong.echo.metadata == []
+
+
+def test_every_answer_carries_the_receipt_of_its_completion_in_the_audit_log(
+    proxy: Proxy,
+) -> None:
+    """Forwarded calls (OK, streamed, failed upstream) and a refused one each get one receipt,
+    the gateway's, never the one the upstream forged; it opens with the log's key and names
+    the completion at its leaf, with the status the caller saw. A forwarded call's request
+    entry comes first, and the digests are of the messages as sent."""
+    answers = _answers_of_every_kind(proxy)
+    verifier = NoteVerifier((proxy.pki.directory / "audit-log.vkey").read_text().strip())
+    engine = make_engine(proxy.audit_url)
+    try:
+        completions, leaves = [], []
+        with engine.connect() as connection:
+            for status, trailers in answers:
+                receipts = [value for key, value in trailers if key == metadata.RECEIPT]
+                assert len(receipts) == 1, (status, trailers)
+                assert isinstance(receipts[0], bytes)
+                receipt = parse_receipt(verifier.open(receipts[0].decode("utf-8")))
+                data = connection.execute(
+                    text("SELECT entry FROM audit_entry WHERE leaf_index = :i"),
+                    {"i": receipt.leaf_index},
+                ).scalar_one()
+                assert merkle.leaf_hash(bytes(data)) == receipt.leaf_hash
+                entry = AuditEntry.decode(bytes(data))
+                assert (entry.kind, entry.status) == ("completion", status)
+                assert entry.exchange_id == receipt.exchange_id
+                completions.append(entry)
+                leaves.append(receipt.leaf_index)
+        unary, streamed_entry, failed_entry, refused_entry = completions
+        assert unary.request_leaf is not None
+        assert unary.request_leaf < leaves[0]
+        assert unary.request_sha256 == unary.response_sha256 == hashlib.sha256(b"u").hexdigest()
+        assert (unary.request_bytes, unary.response_bytes) == (1, 1)
+        assert unary.upstream == POPULATION
+        assert unary.caller == "spiffe://lienthong.local/moj/officer-portal"
+        assert streamed_entry.response_bytes == STREAM_COPIES * 2
+        assert failed_entry.request_leaf is not None
+        assert refused_entry.request_leaf is None  # refused on its headers: a completion only
+        verified = verify_log(engine, verifier)
+        assert verified.ok, verified.problems
+    finally:
+        engine.dispose()
+
+
+Trailers = tuple[tuple[str, str | bytes], ...]
+
+
+def _answers_of_every_kind(proxy: Proxy) -> list[tuple[str, Trailers]]:
+    """An OK unary call, a server stream, an upstream's error and a refused call, each with
+    its status and trailers; the upstream forges a receipt on every answer it gives."""
+    proxy.echo.on_call = lambda context: context.set_trailing_metadata(
+        ((metadata.RECEIPT, b"forged by the upstream"),)
+    )
+    answers: list[tuple[str, Trailers]] = []
+    try:
+        with proxy.channel() as channel:
+            _, call = channel.unary_unary(UNARY).with_call(b"u", timeout=10, metadata=PURPOSE)
+            answers.append(("OK", call.trailing_metadata()))
+            streamed = channel.unary_stream(SERVER_STREAM)(b"s", timeout=10, metadata=PURPOSE)
+            list(streamed)
+            answers.append(("OK", streamed.trailing_metadata()))
+            with pytest.raises(grpc.RpcError) as failed:
+                channel.unary_unary(FAIL)(b"", timeout=10, metadata=PURPOSE)
+            answers.append(("FAILED_PRECONDITION", failed.value.trailing_metadata()))
+        with proxy.channel("police") as channel, pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary(UNARY)(b"x", timeout=10, metadata=PURPOSE)
+        answers.append(("PERMISSION_DENIED", refused.value.trailing_metadata()))
+    finally:
+        proxy.echo.on_call = None
+    return answers

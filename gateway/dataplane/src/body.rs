@@ -6,15 +6,19 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::exchange::{Exchange, RECEIPT};
+use crate::messages::MessageDigest;
 use crate::metadata;
+use crate::status::{self, Code, Status};
 
 /// What a body's error may be: anything hyper can report.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,25 +30,33 @@ pub struct ArrivalTimedOut;
 
 /// The caller's request body, on its way upstream: each frame must arrive within `timeout`
 /// of being asked for, or the body ends in [`ArrivalTimedOut`] (which resets the upstream
-/// call) and `timed_out` is set, so that the gateway can say why.
+/// call) and `timed_out` is set, so that the gateway can say why. Its messages are counted
+/// and digested into `digest` as they pass.
 pub struct RequestBody {
     inner: Incoming,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
     waiting: bool,
     timed_out: Arc<AtomicBool>,
+    digest: Arc<Mutex<MessageDigest>>,
 }
 
 impl RequestBody {
     /// `inner`, each frame given `timeout` to arrive; `timed_out` is set when one does not.
     #[must_use]
-    pub fn new(inner: Incoming, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        timeout: Duration,
+        timed_out: Arc<AtomicBool>,
+        digest: Arc<Mutex<MessageDigest>>,
+    ) -> Self {
         RequestBody {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             waiting: false,
             timed_out,
+            digest,
         }
     }
 }
@@ -68,6 +80,12 @@ impl Body for RequestBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                    this.digest
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .update(data);
+                }
                 Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
@@ -89,20 +107,66 @@ impl Body for RequestBody {
     }
 }
 
-/// The body of an answer to a caller: empty (a trailers-only answer of the gateway's own), or
-/// the upstream's, without the `lienthong-` trailers it sent: only the gateway's receipt may
-/// carry that name to a caller.
-#[derive(Debug, Default)]
+/// The body of an answer to a caller: empty (a trailers-only answer, already recorded), or
+/// the upstream's, relayed frame by frame. Its messages are counted and digested; its
+/// trailers are held until the exchange's completion is durable and go out with the receipt,
+/// without the `lienthong-` trailers the upstream sent (only the gateway's receipt may carry
+/// that name to a caller). An upstream that resets or ends without a status is answered
+/// with one of the gateway's (UNAVAILABLE, INTERNAL); a caller that goes away first is
+/// recorded as CANCELLED.
+#[derive(Default)]
 pub struct ResponseBody {
     upstream: Option<Incoming>,
+    audit: Option<Audit>,
+}
+
+struct Audit {
+    exchange: Arc<Exchange>,
+    digest: MessageDigest,
+    finishing: Option<Pin<Box<dyn Future<Output = HeaderMap> + Send>>>,
+}
+
+/// Gives the status `code` (and the gateway's details) to `trailers` and records the
+/// completion; its receipt is added, or, for an OK answer whose completion is not durable,
+/// the status becomes UNAVAILABLE: an unrecorded answer is not released as a success.
+pub async fn finish(
+    exchange: Arc<Exchange>,
+    digest: MessageDigest,
+    mut trailers: HeaderMap,
+    code: u32,
+) -> HeaderMap {
+    let completed = exchange.complete(code, &digest).await;
+    match completed.receipt {
+        Some(receipt) => {
+            trailers.insert(RECEIPT, receipt);
+        }
+        None if code == 0 => {
+            for key in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+                trailers.remove(key);
+            }
+            Status::new(
+                Code::Unavailable,
+                "AUDIT_UNAVAILABLE",
+                "the audit log could not record the exchange",
+            )
+            .write(&mut trailers);
+        }
+        None => {}
+    }
+    trailers
 }
 
 impl ResponseBody {
-    /// The upstream's response body, relayed.
+    /// The upstream's response body, relayed and recorded in `exchange` as it ends.
     #[must_use]
-    pub fn relay(upstream: Incoming) -> Self {
+    pub fn relay(upstream: Incoming, exchange: Arc<Exchange>) -> Self {
         ResponseBody {
             upstream: Some(upstream),
+            audit: Some(Audit {
+                exchange,
+                digest: MessageDigest::default(),
+                finishing: None,
+            }),
         }
     }
 }
@@ -115,31 +179,88 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(upstream) = self.upstream.as_mut() else {
+        let this = &mut *self;
+        let (Some(upstream), Some(audit)) = (this.upstream.as_mut(), this.audit.as_mut()) else {
             return Poll::Ready(None);
         };
-        Pin::new(upstream).poll_frame(cx).map(|frame| {
-            frame.map(|frame| {
-                frame.map(|frame| match frame.into_trailers() {
+        loop {
+            if let Some(finishing) = audit.finishing.as_mut() {
+                let trailers = std::task::ready!(finishing.as_mut().poll(cx));
+                this.audit = None;
+                this.upstream = None;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            let (trailers, code) = match std::task::ready!(Pin::new(&mut *upstream).poll_frame(cx))
+            {
+                Some(Ok(frame)) => match frame.into_trailers() {
                     Ok(mut trailers) => {
                         drop_lienthong(&mut trailers);
-                        Frame::trailers(trailers)
+                        // A status that is missing is what a gRPC client reads as UNKNOWN.
+                        let code = status::grpc_status(&trailers).unwrap_or(2);
+                        (trailers, code)
                     }
-                    Err(data) => data,
-                })
-            })
-        })
+                    Err(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            audit.digest.update(data);
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                },
+                Some(Err(_)) => own_status(&Status::new(
+                    Code::Unavailable,
+                    "UPSTREAM_UNAVAILABLE",
+                    "the upstream ended the call",
+                )),
+                None => own_status(&Status::new(
+                    Code::Internal,
+                    "UPSTREAM_NO_STATUS",
+                    "the upstream's answer ended without a status",
+                )),
+            };
+            let exchange = Arc::clone(&audit.exchange);
+            let digest = audit.digest.clone();
+            audit.finishing = Some(Box::pin(finish(exchange, digest, trailers, code)));
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.upstream.as_ref().is_none_or(Body::is_end_stream)
+        self.audit.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.upstream
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match (&self.upstream, &self.audit) {
+            (Some(upstream), Some(_)) => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(upstream.size_hint().lower());
+                hint
+            }
+            _ => SizeHint::with_exact(0),
+        }
     }
+}
+
+impl Drop for ResponseBody {
+    /// A caller that went away before the status: the exchange is recorded as CANCELLED.
+    fn drop(&mut self) {
+        let Some(audit) = self.audit.take() else {
+            return;
+        };
+        if audit.finishing.is_some() {
+            return; // its completion is already queued
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                drop(audit.exchange.complete(1, &audit.digest).await);
+            });
+        }
+    }
+}
+
+fn own_status(status: &Status) -> (HeaderMap, u32) {
+    let mut trailers = HeaderMap::new();
+    let code = u32::from(status.code.number());
+    status.write(&mut trailers);
+    (trailers, code)
 }
 
 /// Remove every `lienthong-` key from headers or trailers an upstream sent.

@@ -11,7 +11,9 @@
 //!               {"address": "127.0.0.1:50061",
 //!                "identity": "spiffe://lienthong.local/moj/civil-registry"}},
 //!  "limits": {"max_concurrent_streams": 100, "max_header_list_size": 16384,
-//!             "request_body_timeout_ms": 30000}}
+//!             "request_body_timeout_ms": 30000},
+//!  "audit": {"database_url": "sqlite:////var/lib/lienthong/audit.db",
+//!            "signing_key": "audit-log.key", "origin": "lienthong.local/audit"}}
 //! ```
 //!
 //! Every field is required and unknown fields are refused: the file is written by a program,
@@ -78,6 +80,29 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     /// Bounds on what one connection and one call may hold.
     pub limits: Limits,
+    /// Where every exchange is recorded.
+    pub audit: Audit,
+}
+
+/// The audit log: its database and the key that signs its checkpoints and receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// `sqlite:///PATH` (an absolute path has four slashes) or a `PostgreSQL` URL, as
+    /// `SQLAlchemy` names them.
+    pub database_url: String,
+    /// The Ed25519 private key (PKCS#8 PEM).
+    pub signing_key: PathBuf,
+    /// The log's origin: the first line of its checkpoints and the name of its key.
+    pub origin: String,
+}
+
+impl Audit {
+    /// The `SQLite` file [`Audit::database_url`] names, or `None` for `PostgreSQL`.
+    #[must_use]
+    pub fn sqlite_path(&self) -> Option<&str> {
+        self.database_url.strip_prefix("sqlite:///")
+    }
 }
 
 /// A system's trust anchors, certificate chain and private key, as PEM files.
@@ -180,6 +205,16 @@ impl Config {
                 return Err(invalid(format!("routes.{service}.identity"), error));
             }
         }
+        let url = &self.audit.database_url;
+        if self.audit.sqlite_path().is_none_or(str::is_empty)
+            && !url.starts_with("postgresql://")
+            && !url.starts_with("postgresql+psycopg://")
+        {
+            return Err(invalid(
+                "audit.database_url",
+                "neither sqlite:///PATH nor a postgresql:// URL",
+            ));
+        }
         let limits = &self.limits;
         for (field, value) in [
             (
@@ -213,6 +248,7 @@ impl Config {
             *path = base.join(&*path);
         }
         self.policy = base.join(&self.policy);
+        self.audit.signing_key = base.join(&self.audit.signing_key);
     }
 }
 
@@ -276,7 +312,9 @@ mod tests {
                 "crls": ["ca.crl"],
                 "policy": "policy.json",
                 "routes": {{{routes}}},
-                "limits": {{{limits}}}}}"#
+                "limits": {{{limits}}},
+                "audit": {{"database_url": "sqlite:///audit.db", "signing_key": "audit-log.key",
+                           "origin": "lienthong.local/audit"}}}}"#
         )
     }
 
@@ -296,6 +334,8 @@ mod tests {
         assert_eq!(config.upstream_tls.ca_certificate, Path::new("/pki/ca.pem"));
         assert_eq!(config.crls, [PathBuf::from("/etc/lt/ca.crl")]);
         assert_eq!(config.policy, Path::new("/etc/lt/policy.json"));
+        assert_eq!(config.audit.signing_key, Path::new("/etc/lt/audit-log.key"));
+        assert_eq!(config.audit.sqlite_path(), Some("audit.db"));
         let route = &config.routes["lienthong.civilregistry.v1.CivilRegistryService"];
         assert_eq!(route.host(), "127.0.0.1");
         assert_eq!(
@@ -340,6 +380,10 @@ mod tests {
             (
                 document(ROUTE, &LIMITS.replace("500", "0")),
                 "limits.request_body_timeout_ms",
+            ),
+            (
+                document(ROUTE, LIMITS).replace("sqlite:///audit.db", "mysql://x"),
+                "audit.database_url",
             ),
         ];
         for (text, field) in cases {

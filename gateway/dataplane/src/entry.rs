@@ -45,10 +45,7 @@ pub fn bounded(text: &str, limit: usize) -> Cow<'_, str> {
     if length <= limit {
         return Cow::Borrowed(text);
     }
-    let mut digest = String::with_capacity(64);
-    for byte in Sha256::digest(text.as_bytes()) {
-        write!(digest, "{byte:02x}").expect("writing to a String");
-    }
+    let digest = hex::encode(Sha256::digest(text.as_bytes()));
     let tail = format!("\u{2026}[{length} characters, sha256 {digest}]");
     let keep = limit.saturating_sub(tail.chars().count());
     Cow::Owned(text.chars().take(keep).chain(tail.chars()).collect())

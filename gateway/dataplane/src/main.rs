@@ -31,6 +31,7 @@ fn run(arguments: Vec<OsString>) -> Result<(), String> {
     };
     let config = Config::load(&path).map_err(|error| error.to_string())?;
     let gateway = Gateway::from_config(&config).map_err(|error| error.to_string())?;
+    let auditor = gateway.auditor();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,6 +48,12 @@ fn run(arguments: Vec<OsString>) -> Result<(), String> {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        Ok(())
-    })
+        Ok::<(), String>(())
+    })?;
+    // Whatever was appended is durable; a last checkpoint signs it.
+    auditor
+        .store()
+        .close()
+        .map(drop)
+        .map_err(|error| format!("closing the audit log: {error}"))
 }

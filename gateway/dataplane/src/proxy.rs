@@ -1,9 +1,14 @@
 //! The compiled gateway's proxy: mTLS and HTTP/2 in front, admission on each call's headers,
 //! and the admitted calls forwarded as they come, bytes untouched.
 //!
-//! This is the first step of `gateway/forwarding.py` in Rust. Not here yet: the audit log and
-//! the receipts, rate and concurrency limits, metrics, the gateway's own services (health,
-//! reflection, `AuditService`), the contracts' method table and reloading files that change.
+//! Every exchange is recorded (`exchange`): a refused call's completion before its refusal is
+//! answered; an admitted call's request entry before it is forwarded, its completion before
+//! its status is released, with the receipt.
+//!
+//! This is `gateway/forwarding.py` in Rust, step by step. Not here yet: rate and concurrency
+//! limits, metrics, the gateway's own services (health, reflection, `AuditService`), the
+//! contracts' method table (a unary request's digest in its request entry) and reloading
+//! files that change.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,16 +28,26 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Peer};
-use crate::body::{drop_lienthong, RequestBody, ResponseBody};
+use crate::audit::postgres::PostgresConnector;
+use crate::audit::sqlite::SqliteConnector;
+use crate::audit::store::Connector;
+use crate::audit::{AuditError, AuditStore, StoreOptions};
+use crate::body::{self, drop_lienthong, RequestBody, ResponseBody};
 use crate::config::{Config, Limits};
+use crate::exchange::{Auditor, Exchange};
+use crate::messages::MessageDigest;
 use crate::metadata;
+use crate::note::{NoteError, NoteSigner};
 use crate::policy::{Policy, PolicyError};
-use crate::status::{Code, Status};
+use crate::status::{self, Code, Status};
 use crate::tls::{self, TlsError, UpstreamCredentials};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The longest a caller's TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest an exchange's entry may take to be durable before the call is refused.
+pub const AUDIT_WAIT: Duration = Duration::from_secs(10);
 
 /// How long to wait before accepting again after `accept` failed (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -69,6 +84,17 @@ pub enum StartError {
     /// TLS material cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The audit log's signing key cannot be read or used.
+    #[error("the audit signing key {path}: {problem}")]
+    SigningKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        problem: String,
+    },
+    /// The audit log's database cannot be opened.
+    #[error("the audit log: {0}")]
+    Audit(#[from] AuditError),
     /// A route's address gives no TLS server name or `:authority`.
     #[error("the route of {service}: {problem}")]
     Route {
@@ -85,22 +111,26 @@ pub struct Gateway {
     routes: HashMap<String, Route>,
     limits: Limits,
     acceptor: TlsAcceptor,
+    auditor: Arc<Auditor>,
 }
 
 /// Where a service goes: its upstream's connection, shared by every service it serves.
 struct Route {
     upstream: Arc<Upstream>,
     authority: Authority,
+    identity: String,
 }
 
 impl Gateway {
     /// Read the policy and TLS files the configuration names, and set up every route.
     ///
-    /// Nothing is connected yet: each upstream is reached at its first call.
+    /// The audit log's database is opened (its schema created if needed); no upstream is
+    /// connected yet: each is reached at its first call.
     ///
     /// # Errors
     ///
-    /// A file cannot be read or used, or a route's address is no TLS server name.
+    /// A file cannot be read or used, the audit database cannot be opened, or a route's
+    /// address is no TLS server name.
     pub fn from_config(config: &Config) -> Result<Self, StartError> {
         let text =
             std::fs::read_to_string(&config.policy).map_err(|source| StartError::PolicyFile {
@@ -140,6 +170,7 @@ impl Gateway {
                 Route {
                     upstream,
                     authority,
+                    identity: route.identity.clone(),
                 },
             );
         }
@@ -148,8 +179,36 @@ impl Gateway {
             routes,
             limits: config.limits,
             acceptor: TlsAcceptor::from(server),
+            auditor: Arc::new(open_audit(config)?),
         })
     }
+
+    /// The audit log, to close (with a last checkpoint) when the gateway stops.
+    #[must_use]
+    pub fn auditor(&self) -> Arc<Auditor> {
+        Arc::clone(&self.auditor)
+    }
+}
+
+/// The audit store the configuration names, and the signer of its receipts.
+fn open_audit(config: &Config) -> Result<Auditor, StartError> {
+    let audit = &config.audit;
+    let key_problem = |problem: String| StartError::SigningKey {
+        path: audit.signing_key.clone(),
+        problem,
+    };
+    let pem =
+        std::fs::read_to_string(&audit.signing_key).map_err(|e| key_problem(e.to_string()))?;
+    let signer = || {
+        NoteSigner::from_pkcs8_pem(&audit.origin, &pem)
+            .map_err(|e: NoteError| key_problem(e.to_string()))
+    };
+    let connector: Arc<dyn Connector> = match audit.sqlite_path() {
+        Some(path) => Arc::new(SqliteConnector::new(path)),
+        None => Arc::new(PostgresConnector::new(&audit.database_url)?),
+    };
+    let store = AuditStore::open(connector, signer()?, StoreOptions::default())?;
+    Ok(Auditor::new(store, signer()?, AUDIT_WAIT))
 }
 
 /// Serve callers on `listener` until the future is dropped.
@@ -198,7 +257,8 @@ async fn connection(gateway: Arc<Gateway>, tcp: TcpStream) {
 }
 
 impl Gateway {
-    /// Admit one call on its headers, then forward it, or answer the refusal at once.
+    /// Admit one call on its headers, then forward it, or answer the refusal at once; every
+    /// exchange recorded.
     async fn call(&self, peer: &Peer, request: Request<Incoming>) -> Response<ResponseBody> {
         if !is_grpc(request.headers()) {
             // The gRPC over HTTP/2 protocol's answer to what is not gRPC.
@@ -208,31 +268,54 @@ impl Gateway {
         }
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
+        let caller = match peer {
+            Peer::Caller(caller) => Some(caller.as_str()),
+            Peer::Refused(_) => None,
+        };
+        let mut exchange = Exchange::begin(self.auditor(), caller, path, &parts.headers);
         let admitted = match admission::admit(peer, path, &parts.headers, &self.policy, |service| {
             self.routes.get(service)
         }) {
             Ok(admitted) => admitted,
             // The body is dropped unread: a refused call's messages are never taken in.
-            Err(status) => return status.into_response(),
+            Err(status) => return answer(&Arc::new(exchange), status).await,
         };
         let route = admitted.route;
+        exchange.routed_to(&route.identity);
+        if exchange.record_request().await.is_err() {
+            let status = Status::new(
+                Code::Unavailable,
+                "AUDIT_UNAVAILABLE",
+                "the audit log is unavailable; the call was not forwarded",
+            );
+            return answer(&Arc::new(exchange), status).await;
+        }
+        let exchange = Arc::new(exchange);
         let unavailable = || {
             Status::new(
                 Code::Unavailable,
                 "UPSTREAM_UNAVAILABLE",
                 format!("{} is unavailable", admitted.service),
             )
-            .into_response()
         };
         let timed_out = Arc::new(AtomicBool::new(false));
-        let body = RequestBody::new(body, self.limits.request_body_timeout(), timed_out.clone());
+        let body = RequestBody::new(
+            body,
+            self.limits.request_body_timeout(),
+            timed_out.clone(),
+            exchange.request_digest(),
+        );
         let Some(request) = upstream_request(&parts, body, admitted.caller, &route.authority)
         else {
-            return Status::new(Code::Internal, "INTERNAL", "internal error").into_response();
+            return answer(
+                &exchange,
+                Status::new(Code::Internal, "INTERNAL", "internal error"),
+            )
+            .await;
         };
         let mut sender = match route.upstream.sender().await {
             Ok(sender) => sender,
-            Err(UpstreamError::Backoff) => return unavailable(),
+            Err(UpstreamError::Backoff) => return answer(&exchange, unavailable()).await,
             Err(error) => {
                 // The address goes to the operator's log, never to the caller; once per
                 // attempt, not once per call failed fast after it.
@@ -241,23 +324,40 @@ impl Gateway {
                     admitted.service,
                     route.upstream.address()
                 );
-                return unavailable();
+                return answer(&exchange, unavailable()).await;
             }
         };
         match sender.send_request(request).await {
-            Ok(response) => relay(response),
-            Err(_) if timed_out.load(Ordering::Relaxed) => Status::new(
-                Code::DeadlineExceeded,
-                "REQUEST_BODY_TIMEOUT",
-                format!(
-                    "the request's messages did not arrive within {} ms",
-                    self.limits.request_body_timeout_ms
-                ),
-            )
-            .into_response(),
-            Err(_) => unavailable(),
+            Ok(response) => relay(response, exchange).await,
+            Err(_) if timed_out.load(Ordering::Relaxed) => {
+                let status = Status::new(
+                    Code::DeadlineExceeded,
+                    "REQUEST_BODY_TIMEOUT",
+                    format!(
+                        "the request's messages did not arrive within {} ms",
+                        self.limits.request_body_timeout_ms
+                    ),
+                );
+                answer(&exchange, status).await
+            }
+            Err(_) => answer(&exchange, unavailable()).await,
         }
     }
+}
+
+/// The gateway's own trailers-only answer with `status`, after its completion is recorded.
+async fn answer(exchange: &Arc<Exchange>, status: Status) -> Response<ResponseBody> {
+    let code = u32::from(status.code.number());
+    let mut response: Response<ResponseBody> = status.into_response();
+    let headers = std::mem::take(response.headers_mut());
+    *response.headers_mut() = body::finish(
+        Arc::clone(exchange),
+        MessageDigest::default(),
+        headers,
+        code,
+    )
+    .await;
+    response
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -304,13 +404,19 @@ fn upstream_request(
 }
 
 /// The upstream's answer as the caller gets it: status, headers and body as they come, less
-/// the `lienthong-` keys (in a trailers-only answer, the trailers are these headers).
-fn relay(response: Response<Incoming>) -> Response<ResponseBody> {
+/// the `lienthong-` keys, the receipt added to its trailers. A trailers-only answer (the
+/// status in its headers) is recorded before it is released.
+async fn relay(response: Response<Incoming>, exchange: Arc<Exchange>) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     drop_lienthong(&mut parts.headers);
     for key in HOP_BY_HOP {
         parts.headers.remove(key);
     }
     parts.extensions.clear();
-    Response::from_parts(parts, ResponseBody::relay(body))
+    if let Some(code) = status::grpc_status(&parts.headers) {
+        let headers = std::mem::take(&mut parts.headers);
+        parts.headers = body::finish(exchange, MessageDigest::default(), headers, code).await;
+        return Response::from_parts(parts, ResponseBody::default());
+    }
+    Response::from_parts(parts, ResponseBody::relay(body, exchange))
 }

@@ -50,6 +50,56 @@ impl Code {
 }
 
 /// A refusal: its code, a reason label (`ErrorInfo.reason`) and a message for people.
+/// The names of gRPC's status codes, by number, as grpcio's `StatusCode` names them.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `code` if gRPC defines it, else UNKNOWN (2), as a gRPC client reads an unknown code.
+#[must_use]
+pub fn known_code(code: u32) -> u32 {
+    if (code as usize) < CODE_NAMES.len() {
+        code
+    } else {
+        2
+    }
+}
+
+/// The name of a code [`known_code`] returned.
+#[must_use]
+pub fn code_name(code: u32) -> &'static str {
+    CODE_NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
+}
+
+/// The `grpc-status` of headers or trailers, if they carry one (UNKNOWN if unreadable).
+#[must_use]
+pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    let value = headers.get("grpc-status")?;
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .map_or(2, known_code),
+    )
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     /// The gRPC status code.
@@ -84,7 +134,8 @@ impl Status {
         response
     }
 
-    fn write(&self, headers: &mut HeaderMap) {
+    /// Put the status into `headers` (or trailers): code, message and details.
+    pub fn write(&self, headers: &mut HeaderMap) {
         headers.insert(
             "grpc-status",
             HeaderValue::from(u16::from(self.code.number())),

@@ -9,13 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use bytes::Bytes;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::SigningKey;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lienthong_dataplane::config::Config;
+use lienthong_dataplane::note::{NoteSigner, NoteVerifier, Receipt};
 use lienthong_dataplane::proxy::{serve, Gateway};
 use rcgen::{
     date_time_ymd, BasicConstraints, Certificate, CertificateParams,
@@ -40,6 +46,7 @@ const FAIL: &str = "/lienthong.test.v1.EchoService/Fail";
 const GONE: &str = "/lienthong.test.v1.GoneService/Echo";
 const UNROUTED: &str = "/lienthong.test.v1.UnroutedService/Echo";
 const BODY_TIMEOUT_MS: u64 = 1000;
+const ORIGIN: &str = "lienthong.local/audit";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -262,6 +269,7 @@ struct Harness {
     gateway: String,
     seen: Arc<Seen>,
     revoked: Issued,
+    verifier: NoteVerifier,
 }
 
 fn temporary_folder() -> PathBuf {
@@ -304,6 +312,13 @@ impl Harness {
         write(&folder, "client.pem", &client.certificate_pem);
         write(&folder, "client.key", &client.key_pem);
         write(&folder, "ca.crl", &ca.crl(&[revoked.serial]));
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let pem = key.to_pkcs8_pem(LineEnding::LF).expect("a PEM");
+        write(&folder, "audit-log.key", &pem);
+        let signer = NoteSigner::new(ORIGIN, key).expect("a signer");
+        let verifier = NoteVerifier::new(&signer.verifier_key()).expect("a verifier");
+        // The audit database stays open after start, so it lives in a folder of its own.
+        let audit = temporary_folder().join("audit.db");
         let grants = [ECHO, COLLECT, FAIL, IMPOSTOR, GONE, UNROUTED]
             .map(grant)
             .join(",");
@@ -324,10 +339,13 @@ impl Harness {
                             "lienthong.test.v1.ImpostorService": {},
                             "lienthong.test.v1.GoneService": {}}},
                 "limits": {{"max_concurrent_streams": 16, "max_header_list_size": 16384,
-                            "request_body_timeout_ms": {BODY_TIMEOUT_MS}}}}}"#,
+                            "request_body_timeout_ms": {BODY_TIMEOUT_MS}}},
+                "audit": {{"database_url": "sqlite:///{}", "signing_key": "audit-log.key",
+                           "origin": "{ORIGIN}"}}}}"#,
             route(&registry),
             route(&impostor),
             route(&gone),
+            audit.display(),
         );
         write(&folder, "gateway.json", &config);
         let config = Config::load(&folder.join("gateway.json")).expect("a configuration");
@@ -342,6 +360,7 @@ impl Harness {
             gateway: address,
             seen,
             revoked,
+            verifier,
         }
     }
 
@@ -453,6 +472,26 @@ struct Answer {
 }
 
 impl Answer {
+    /// The one receipt of the answer, opened with the log's key.
+    fn receipt(&self, verifier: &NoteVerifier) -> Receipt {
+        let values: Vec<&HeaderValue> = self
+            .trailers
+            .get_all("lienthong-receipt-bin")
+            .iter()
+            .chain(self.headers.get_all("lienthong-receipt-bin"))
+            .collect();
+        assert_eq!(values.len(), 1, "one receipt: {values:?}");
+        let padded = values[0].to_str().expect("ASCII");
+        let note = STANDARD
+            .decode(format!(
+                "{padded}{}",
+                "=".repeat((4 - padded.len() % 4) % 4)
+            ))
+            .expect("base64");
+        let note = String::from_utf8(note).expect("UTF-8");
+        Receipt::parse(verifier.open(&note).expect("signed by the log")).expect("a receipt")
+    }
+
     fn status(&self) -> &str {
         let status = self
             .trailers
@@ -504,7 +543,8 @@ async fn an_admitted_unary_call_comes_back_byte_for_byte() {
     assert_eq!(answer.status(), "0");
     assert_eq!(answer.body, sent);
     assert_eq!(answer.trailers["echo-trailer"], "kept");
-    assert!(!answer.trailers.contains_key("lienthong-receipt-bin"));
+    // The gateway's receipt, not the upstream's forgery: after the request entry, leaf 0.
+    assert_eq!(answer.receipt(&harness.verifier).leaf_index(), 1);
 
     let seen = harness.seen.calls();
     let headers = &seen[0];
@@ -543,8 +583,7 @@ async fn an_upstream_error_comes_back_without_its_lienthong_keys() {
     .await;
     assert_eq!(answer.status(), "5");
     assert_eq!(answer.message(), "no such record");
-    assert!(!answer.headers.contains_key("lienthong-receipt-bin"));
-    assert!(!answer.trailers.contains_key("lienthong-receipt-bin"));
+    assert_eq!(answer.receipt(&harness.verifier).leaf_index(), 1);
 }
 
 #[tokio::test]
@@ -603,6 +642,8 @@ async fn a_call_not_granted_is_permission_denied() {
         answer.message(),
         format!("{ALICE} is not granted /lienthong.test.v1.EchoService/Other")
     );
+    // Refused on its headers: a completion only, the log's first leaf.
+    assert_eq!(answer.receipt(&harness.verifier).leaf_index(), 0);
     let mut undeclared = request(ECHO, TestBody::full(vec![message(b"x")]));
     undeclared.headers_mut().remove("lienthong-purpose");
     assert_eq!(call(&mut alice, undeclared).await.status(), "7");

@@ -1,0 +1,285 @@
+//! The record of one exchange: its audit entries, its receipt and its log line, as
+//! `gateway/exchange_log.py` keeps them.
+//!
+//! The request entry is durable before the call is forwarded, and the completion before the
+//! answer's status is released; the completion's leaf comes back to the caller as a receipt
+//! signed by the gateway (`lienthong-receipt-bin`). A call refused on its headers has only a
+//! completion. Entries hold identifiers, sizes and digests, never messages: caller-chosen text
+//! is bounded first (`entry::TEXT_LIMITS`).
+
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use http::{HeaderMap, HeaderValue};
+
+use crate::audit::{Appended, AuditError, AuditStore};
+use crate::entry::{bounded, AuditEntry, Kind, FORMAT_VERSION, TEXT_LIMITS};
+use crate::messages::MessageDigest;
+use crate::metadata;
+use crate::note::{NoteSigner, Receipt};
+use crate::status;
+
+/// The trailer that carries an answer's receipt.
+pub const RECEIPT: &str = "lienthong-receipt-bin";
+
+/// Where exchanges are recorded, who signs their receipts, and how long an entry may take.
+pub struct Auditor {
+    store: AuditStore,
+    signer: NoteSigner,
+    wait: Duration,
+}
+
+impl Auditor {
+    /// Record into `store`, receipts signed by `signer` under the store's origin; an entry not
+    /// durable within `wait` counts as not recorded.
+    #[must_use]
+    pub fn new(store: AuditStore, signer: NoteSigner, wait: Duration) -> Self {
+        Self {
+            store,
+            signer,
+            wait,
+        }
+    }
+
+    /// The store, for the gateway's own services (checkpoints, proofs) and its shutdown.
+    #[must_use]
+    pub fn store(&self) -> &AuditStore {
+        &self.store
+    }
+
+    async fn append(&self, entry: &AuditEntry) -> Result<Appended, AuditError> {
+        let pending = self.store.submit(entry)?;
+        match tokio::time::timeout(self.wait, pending).await {
+            Ok(appended) => appended,
+            Err(_) => Err(AuditError::Timeout(self.wait)),
+        }
+    }
+
+    fn receipt(&self, appended: Appended, exchange_id: &str) -> Option<HeaderValue> {
+        let receipt = Receipt::new(
+            self.store.origin(),
+            appended.leaf_index,
+            appended.leaf_hash,
+            exchange_id,
+        )
+        .ok()?;
+        let note = self.signer.sign(&receipt.text()).ok()?;
+        HeaderValue::from_str(&STANDARD_NO_PAD.encode(note)).ok()
+    }
+}
+
+/// What the gateway knows of one call while it runs.
+pub struct Exchange {
+    auditor: Arc<Auditor>,
+    entry: AuditEntry,
+    started: Instant,
+    request: Arc<Mutex<MessageDigest>>,
+}
+
+/// How an exchange ended, once its completion was recorded or failed to be.
+#[derive(Debug)]
+pub struct Completed {
+    /// The receipt to send in the trailers; `None` if the completion is not durable.
+    pub receipt: Option<HeaderValue>,
+}
+
+impl Exchange {
+    /// A new exchange of the call to `path` with `headers`, from `caller` (`None`: a caller
+    /// without an identity), its caller-chosen text bounded.
+    #[must_use]
+    pub fn begin(
+        auditor: Arc<Auditor>,
+        caller: Option<&str>,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Self {
+        let declared = |key: &str, field: &str| {
+            headers
+                .get(key)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()))
+                .map(|text| limited(field, &text).into_owned())
+        };
+        let entry = AuditEntry {
+            kind: Kind::Request,
+            exchange_id: uuid::Uuid::new_v4().to_string(),
+            caller: caller.map(str::to_owned),
+            upstream: None,
+            method: limited("method", path).into_owned(),
+            purpose: declared(metadata::PURPOSE, "purpose"),
+            on_behalf_of: declared(metadata::ON_BEHALF_OF, "on_behalf_of"),
+            request_id: declared(metadata::REQUEST_ID, "request_id"),
+            start_time: rfc3339(SystemTime::now()),
+            end_time: None,
+            status_code: None,
+            status: None,
+            request_bytes: None,
+            response_bytes: None,
+            request_sha256: None,
+            response_sha256: None,
+            request_leaf: None,
+            version: FORMAT_VERSION,
+        };
+        Self {
+            auditor,
+            entry,
+            started: Instant::now(),
+            request: Arc::default(),
+        }
+    }
+
+    /// The exchange's id, as its entries and its log line carry it.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.entry.exchange_id
+    }
+
+    /// The upstream the call is routed to, by its SPIFFE identity.
+    pub fn routed_to(&mut self, upstream: &str) {
+        self.entry.upstream = Some(upstream.to_owned());
+    }
+
+    /// Where the request body counts and digests its messages on their way upstream.
+    #[must_use]
+    pub fn request_digest(&self) -> Arc<Mutex<MessageDigest>> {
+        Arc::clone(&self.request)
+    }
+
+    /// Make the request entry durable, before the call is forwarded.
+    ///
+    /// # Errors
+    ///
+    /// The store's, when the entry is not durable: the call must not be forwarded.
+    pub async fn record_request(&mut self) -> Result<(), AuditError> {
+        let appended = self.auditor.append(&self.entry).await?;
+        self.entry.request_leaf = Some(appended.leaf_index);
+        Ok(())
+    }
+
+    /// Record the completion with gRPC status `code` and the response's messages, sign its
+    /// receipt and write the exchange's log line.
+    pub async fn complete(&self, code: u32, response: &MessageDigest) -> Completed {
+        let completion = self.completion(code, response);
+        let (leaf_index, receipt) = match self.auditor.append(&completion).await {
+            Ok(appended) => (
+                Some(appended.leaf_index),
+                self.auditor.receipt(appended, self.id()),
+            ),
+            Err(error) => {
+                log_line(&serde_json::json!({
+                    "event": "exchange_not_recorded",
+                    "level": "error",
+                    "exchange_id": self.id(),
+                    "error": error.to_string(),
+                }));
+                (None, None)
+            }
+        };
+        self.log(&completion, leaf_index);
+        Completed { receipt }
+    }
+
+    fn completion(&self, code: u32, response: &MessageDigest) -> AuditEntry {
+        let request = self
+            .request
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let code = status::known_code(code);
+        AuditEntry {
+            kind: Kind::Completion,
+            end_time: Some(rfc3339(SystemTime::now())),
+            status_code: Some(i64::from(code)),
+            status: Some(status::code_name(code).to_owned()),
+            request_bytes: Some(request.bytes()),
+            response_bytes: Some(response.bytes()),
+            request_sha256: Some(request.hex()),
+            response_sha256: Some(response.hex()),
+            ..self.entry.clone()
+        }
+    }
+
+    fn log(&self, completion: &AuditEntry, leaf_index: Option<u64>) {
+        let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
+        log_line(&serde_json::json!({
+            "event": "exchange",
+            "level": "info",
+            "exchange_id": completion.exchange_id,
+            "leaf_index": leaf_index,
+            "request_leaf": completion.request_leaf,
+            "caller": completion.caller,
+            "upstream": completion.upstream,
+            "method": completion.method,
+            "purpose": completion.purpose,
+            "on_behalf_of": completion.on_behalf_of,
+            "request_id": completion.request_id,
+            "status": completion.status,
+            "duration_ms": (elapsed * 1000.0).round() / 1000.0,
+            "request_bytes": completion.request_bytes,
+            "response_bytes": completion.response_bytes,
+            "request_sha256": completion.request_sha256,
+            "response_sha256": completion.response_sha256,
+        }));
+    }
+}
+
+/// `text` bounded to what an entry keeps of `field`.
+fn limited<'a>(field: &str, text: &'a str) -> Cow<'a, str> {
+    let limit = TEXT_LIMITS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map_or(usize::MAX, |(_, limit)| *limit);
+    bounded(text, limit)
+}
+
+/// One JSON line on standard output, as the Python services log (`lienthong/logs.py`).
+fn log_line(fields: &serde_json::Value) {
+    let mut line = fields.to_string();
+    line.push('\n');
+    // A log that cannot be written must not fail the call it describes.
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+/// `moment` in UTC as entries record times: RFC 3339 with microseconds and `Z`.
+#[must_use]
+pub fn rfc3339(moment: SystemTime) -> String {
+    let at = time::OffsetDateTime::from(moment);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn times_are_written_as_python_writes_them() {
+        // Expected values from gateway/audit/entry.py's timestamp().
+        let at = |seconds: u64, micros: u32| UNIX_EPOCH + Duration::new(seconds, micros * 1000);
+        assert_eq!(
+            rfc3339(at(1_700_000_000, 123_456)),
+            "2023-11-14T22:13:20.123456Z"
+        );
+        assert_eq!(rfc3339(at(951_782_400, 0)), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn caller_text_is_bounded_by_its_field() {
+        assert_eq!(limited("purpose", "short"), "short");
+        let long = "x".repeat(5_000);
+        assert_eq!(limited("request_id", &long).chars().count(), 256);
+        assert_eq!(limited("method", &long).chars().count(), 512);
+    }
+}
