@@ -55,6 +55,7 @@ def _call_with_receipt(channel: grpc.Channel, payload: bytes) -> bytes:
     return receipts[0]
 
 
+@pytest.mark.timeout(300)  # 46 s among three busy workers
 def test_a_thousand_receipts_are_each_proven_by_inclusion_in_a_signed_checkpoint(
     make_setup,
 ) -> None:
