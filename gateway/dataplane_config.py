@@ -67,6 +67,9 @@ def write_dataplane_config(
             "max_concurrent_streams": MAX_CONCURRENT_STREAMS,
             "max_header_list_size": MAX_HEADER_LIST_SIZE,
             "request_body_timeout_ms": REQUEST_BODY_TIMEOUT_MS,
+            "rate_per_second": config.limits.rate_per_second,
+            "burst": config.limits.burst,
+            "max_concurrent": config.limits.max_concurrent,
         },
         "audit": {
             "database_url": _absolute(config.audit.database_url),

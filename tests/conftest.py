@@ -50,17 +50,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAn
     return ModulesAndLongTests(config, log)
 
 
-# Modules that build the Rust crate's binaries: last, so that `make test`'s concurrent
-# `make rust-check` has built them (cargo holds the build folder's lock while it compiles).
-LAST_MODULES = ("test_dataplane_proxy.py", "test_rust_audit_store.py")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the longest modules first and LAST_MODULES last, each in its order; the rest
-    keep theirs."""
+    """Put the longest modules first, each in its order; the rest keep theirs."""
     place = {name: rank for rank, name in enumerate(LONGEST_MODULES)}
-    last = {name: len(place) + 1 + rank for rank, name in enumerate(LAST_MODULES)}
-    items.sort(key=lambda item: place.get(item.path.name, last.get(item.path.name, len(place))))
+    items.sort(key=lambda item: place.get(item.path.name, len(place)))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001 - the hook's signature

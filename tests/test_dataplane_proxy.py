@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ from echo_upstream import (
     start_echo,
 )
 from gateway_fixtures import POLICY, PURPOSE
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from openssl_certs import Made, OpenSsl
 from ports import free_port
 from sqlalchemy import text
 from stack import tls_of
@@ -44,7 +47,7 @@ from gateway.audit.entry import AuditEntry
 from gateway.audit.tools import verify_log
 from gateway.dataplane_config import write_dataplane_config
 from lienthong import metadata
-from lienthong.config import AuditConfig, GatewayConfig
+from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
 from lienthong.contracts import methods
 from lienthong.db import make_engine
 from lienthong.signed_note import NoteVerifier, parse_receipt
@@ -77,7 +80,12 @@ class Proxy:
         return secure_channel(self.address, tls_of(self.pki, system).read())
 
 
-def _start(binary: Path, directory: Path, upstream_identity: str) -> Iterator[Proxy]:
+def _start(
+    binary: Path,
+    directory: Path,
+    upstream_identity: str,
+    limits: GatewayLimits = GatewayLimits(),  # noqa: B008 - frozen
+) -> Iterator[Proxy]:
     pki = init_dev_pki(directory / "pki")
     echo_server, echo_port, echo = start_echo(tls_of(pki, "police").read())
     policy = directory / "policy.toml"
@@ -93,6 +101,7 @@ def _start(binary: Path, directory: Path, upstream_identity: str) -> Iterator[Pr
         routes={SERVICE: upstream},
         audit=AuditConfig(audit_url, pki.directory / "audit-log.key"),
         crls=(pki.directory / "crl.pem",),
+        limits=limits,
     )
     files = write_dataplane_config(
         config, {**methods(), **METHODS}, {upstream: upstream_identity}, directory / "dataplane"
@@ -267,3 +276,111 @@ def _answers_of_every_kind(proxy: Proxy) -> list[tuple[str, Trailers]]:
     finally:
         proxy.echo.on_call = None
     return answers
+
+
+PORTAL = "spiffe://lienthong.local/moj/officer-portal"
+
+
+def test_weak_and_foreign_certificates_fail_the_handshake_audited_with_peer_and_reason(
+    proxy: Proxy, tmp_path: Path
+) -> None:
+    """RSA-1024, a SHA-1 signature (both made by openssl, signed by our own CA) and a
+    certificate of another CA are refused at the TLS handshake; each refusal is a completion
+    `tls-handshake` in the audit log with its reason and the caller's address, and no call
+    reaches the upstream."""
+    openssl = OpenSsl(tmp_path / "openssl")
+    ours = Made(proxy.pki.ca_certificate, proxy.pki.ca_private_key)
+    cases = {
+        "WEAK_RSA_KEY": openssl.issue("rsa1024", ours, spiffe_id=PORTAL, key=("rsa:1024",)),
+        "WEAK_SIGNATURE": openssl.issue("sha1", ours, spiffe_id=PORTAL, digest="sha1"),
+        # A CA named like ours: webpki finds it by name, and its signature does not verify.
+        "BAD_SIGNATURE": openssl.issue("stranger", openssl.ca("other-ca"), spiffe_id=PORTAL),
+    }
+    calls_before = len(proxy.echo.metadata)
+    for made in cases.values():
+        material = made.material(proxy.pki.ca_certificate)
+        channel = secure_channel(proxy.address, material)
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary(UNARY)(b"x", timeout=5, metadata=PURPOSE)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(proxy.echo.metadata) == calls_before
+
+    refusals = _handshake_refusals(proxy, until=set(cases))
+    assert {entry.purpose for entry in refusals} >= set(cases)
+    for entry in refusals:
+        assert (entry.kind, entry.status, entry.caller, entry.upstream) == (
+            "completion", "UNAUTHENTICATED", None, None,
+        )  # fmt: skip
+        assert (entry.request_id or "").startswith("127.0.0.1:")
+
+
+def _handshake_refusals(proxy: Proxy, until: set[str]) -> list[AuditEntry]:
+    """The log's refused-handshake entries, once their reasons include ``until`` (they are
+    written without the accept loop waiting) or after 10 s."""
+    engine = make_engine(proxy.audit_url)
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT entry FROM audit_entry")).scalars()
+                entries = [AuditEntry.decode(bytes(data)) for data in rows]
+            refusals = [entry for entry in entries if entry.method == "tls-handshake"]
+            if {entry.purpose for entry in refusals} >= until or time.monotonic() > deadline:
+                return refusals
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+def _unary_calls(channel: grpc.Channel, count: int) -> list[tuple[grpc.StatusCode, str]]:
+    """``count`` unary calls one after the other: each one's code and ErrorInfo reason."""
+    unary = channel.unary_unary(UNARY)
+    outcomes = []
+    for _ in range(count):
+        try:
+            unary(b"x", timeout=10, metadata=PURPOSE)
+        except grpc.RpcError as error:
+            status = rpc_status.from_call(error)  # type: ignore[arg-type]
+            info = error_details_pb2.ErrorInfo()
+            if status is not None:
+                status.details[0].Unpack(info)
+            outcomes.append((error.code(), info.reason))  # type: ignore[attr-defined]
+        else:
+            outcomes.append((grpc.StatusCode.OK, ""))
+    return outcomes
+
+
+def test_calls_past_a_callers_limits_and_refusals_past_its_rate_are_resource_exhausted(
+    binary: Path, tmp_path: Path
+) -> None:
+    """A caller's burst is admitted and the next calls are RATE_LIMITED with a retry delay;
+    a caller refused again and again is answered REFUSALS_LIMITED past its burst, and only
+    the refusals within it are in the audit log."""
+    limits = GatewayLimits(rate_per_second=0.001, burst=3, max_concurrent=64)
+    for limited in _start(binary, tmp_path, POPULATION, limits):
+        with limited.channel() as channel:
+            admitted = _unary_calls(channel, 5)
+        assert (
+            admitted
+            == [(grpc.StatusCode.OK, "")] * 3
+            + [(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")] * 2
+        )
+        with limited.channel("police") as channel:  # granted nothing
+            refused = _unary_calls(channel, 6)
+        assert (
+            refused
+            == [(grpc.StatusCode.PERMISSION_DENIED, "NOT_GRANTED")] * 3
+            + [(grpc.StatusCode.RESOURCE_EXHAUSTED, "REFUSALS_LIMITED")] * 3
+        )
+        engine = make_engine(limited.audit_url)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT entry FROM audit_entry")).scalars()
+                statuses = Counter(
+                    entry.status
+                    for entry in (AuditEntry.decode(bytes(data)) for data in rows)
+                    if entry.kind == "completion"
+                )
+        finally:
+            engine.dispose()
+        assert statuses == {"OK": 3, "RESOURCE_EXHAUSTED": 2, "PERMISSION_DENIED": 3}

@@ -33,6 +33,7 @@ from pathlib import Path
 import grpc
 import pytest
 from dev_config import wait_serving, write_dev_config
+from openssl_certs import Made, OpenSsl
 from prometheus_client.parser import text_string_to_metric_families
 from stack import tls_of
 
@@ -72,137 +73,6 @@ def _lienthong(*arguments: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "lienthong.cli", *arguments],
         cwd=REPOSITORY, capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
-
-
-# Certificates made by the openssl command -------------------------------------------------
-
-CLIENT_EXTENSIONS = """basicConstraints = critical,CA:FALSE
-keyUsage = critical,{key_usage}
-extendedKeyUsage = {extended_key_usage}
-subjectAltName = URI:{spiffe_id}
-"""
-CA_CONFIG = """[ca]
-default_ca = this_ca
-[this_ca]
-certificate = {certificate}
-private_key = {private_key}
-database = {directory}/index.txt
-serial = {directory}/serial
-new_certs_dir = {directory}/issued
-default_md = sha256
-policy = any_name
-email_in_dn = no
-unique_subject = no
-[any_name]
-organizationName = optional
-commonName = supplied
-"""
-
-
-@dataclass(frozen=True)
-class Made:
-    """A certificate and its private key (PEM files) that openssl made."""
-
-    certificate: Path
-    private_key: Path
-
-    def material(self, ca_certificate: Path) -> TlsMaterial:
-        """These as a client's TLS material, trusting ``ca_certificate``."""
-        return TlsMaterial(
-            ca_certificate.read_bytes(),
-            self.certificate.read_bytes(),
-            self.private_key.read_bytes(),
-        )
-
-
-class OpenSsl:
-    """Makes keys and certificates with the `openssl` command, in ``directory``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def run(self, *arguments: str) -> None:
-        done = subprocess.run(
-            ["openssl", *arguments], cwd=self.directory, capture_output=True, text=True,
-            check=False, timeout=30,
-        )  # fmt: skip
-        assert done.returncode == 0, f"openssl {' '.join(arguments)}:\n{done.stderr}"
-
-    def ca(self, name: str) -> Made:
-        """A self-signed CA of its own (named like ours, to hide nothing but the key)."""
-        made = Made(self.directory / f"{name}.pem", self.directory / f"{name}.key")
-        self.run(
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(made.private_key), "-out", str(made.certificate),
-            "-days", "30", "-subj", "/O=lienthong/CN=lienthong development CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        )  # fmt: skip
-        return made
-
-    def self_signed(self, name: str, spiffe_id: str) -> Made:
-        """A client certificate signed by its own key."""
-        made = Made(self.directory / f"{name}.pem", self.directory / f"{name}.key")
-        self.run(
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(made.private_key), "-out", str(made.certificate),
-            "-days", "30", "-subj", f"/O=lienthong/CN={name}",
-            "-addext", f"subjectAltName=URI:{spiffe_id}",
-            "-addext", "keyUsage=critical,digitalSignature",
-            "-addext", "extendedKeyUsage=clientAuth",
-        )  # fmt: skip
-        return made
-
-    def issue(
-        self,
-        name: str,
-        ca: Made,
-        *,
-        spiffe_id: str,
-        valid_from: dt.timedelta = dt.timedelta(minutes=-5),
-        valid_until: dt.timedelta = dt.timedelta(days=30),
-        key_usage: str = "digitalSignature",
-        extended_key_usage: str = "clientAuth",
-    ) -> Made:
-        """A client certificate signed by ``ca`` with `openssl ca`, valid relative to now."""
-        made = Made(self.directory / f"{name}.pem", self.directory / f"{name}.key")
-        request = self.directory / f"{name}.csr"
-        self.run(
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(made.private_key), "-out", str(request),
-            "-subj", f"/O=lienthong/CN={name}",
-        )  # fmt: skip
-        extensions = self.directory / f"{name}.ext"
-        extensions.write_text(
-            CLIENT_EXTENSIONS.format(
-                key_usage=key_usage, extended_key_usage=extended_key_usage, spiffe_id=spiffe_id
-            ),
-            encoding="utf-8",
-        )
-        now = dt.datetime.now(dt.UTC)
-        self.run(
-            "ca", "-config", str(self._ca_config(ca)), "-batch", "-notext", "-rand_serial",
-            "-startdate", f"{now + valid_from:%Y%m%d%H%M%SZ}",
-            "-enddate", f"{now + valid_until:%Y%m%d%H%M%SZ}",
-            "-extfile", str(extensions), "-in", str(request), "-out", str(made.certificate),
-        )  # fmt: skip
-        return made
-
-    def _ca_config(self, ca: Made) -> Path:
-        """`openssl ca`'s configuration and database for ``ca``, made on first use."""
-        directory = self.directory / f"ca-{ca.certificate.stem}"
-        config = directory / "ca.cnf"
-        if not config.exists():
-            (directory / "issued").mkdir(parents=True)
-            (directory / "index.txt").touch()
-            config.write_text(
-                CA_CONFIG.format(
-                    certificate=ca.certificate, private_key=ca.private_key, directory=directory
-                ),
-                encoding="utf-8",
-            )
-        return config
 
 
 # The gateway process ----------------------------------------------------------------------

@@ -11,7 +11,8 @@
 //!               {"address": "127.0.0.1:50061",
 //!                "identity": "spiffe://lienthong.local/moj/civil-registry"}},
 //!  "limits": {"max_concurrent_streams": 100, "max_header_list_size": 16384,
-//!             "request_body_timeout_ms": 30000},
+//!             "request_body_timeout_ms": 30000, "rate_per_second": 200.0, "burst": 400,
+//!             "max_concurrent": 64},
 //!  "audit": {"database_url": "sqlite:////var/lib/lienthong/audit.db",
 //!            "signing_key": "audit-log.key", "origin": "lienthong.local/audit"}}
 //! ```
@@ -30,6 +31,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::identity::check_spiffe_id;
+use crate::limits::LimitSettings;
 
 /// Why the configuration cannot be used; each is one line that names the field or file.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +65,7 @@ pub enum ConfigError {
 }
 
 /// The gateway's configuration, its paths resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where callers connect.
@@ -136,7 +138,7 @@ impl Route {
 }
 
 /// Bounds on a connection and a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// The most calls one connection may have open at once (HTTP/2 SETTINGS).
@@ -146,6 +148,12 @@ pub struct Limits {
     /// The longest wait, in milliseconds, for each next part of a request body, once it is
     /// being forwarded: a caller that stops sending does not hold the upstream call forever.
     pub request_body_timeout_ms: u64,
+    /// Each caller's calls per second, on average (`[gateway.limits]` of the TOML).
+    pub rate_per_second: f64,
+    /// Each caller's calls at once above that average, at most.
+    pub burst: u32,
+    /// Each caller's calls in flight at once, at most.
+    pub max_concurrent: u32,
 }
 
 impl Limits {
@@ -153,6 +161,16 @@ impl Limits {
     #[must_use]
     pub const fn request_body_timeout(&self) -> Duration {
         Duration::from_millis(self.request_body_timeout_ms)
+    }
+
+    /// The per-caller limits.
+    #[must_use]
+    pub const fn per_caller(&self) -> LimitSettings {
+        LimitSettings {
+            rate_per_second: self.rate_per_second,
+            burst: self.burst,
+            max_concurrent: self.max_concurrent,
+        }
     }
 }
 
@@ -226,10 +244,18 @@ impl Config {
                 u64::from(limits.max_header_list_size),
             ),
             ("request_body_timeout_ms", limits.request_body_timeout_ms),
+            ("burst", u64::from(limits.burst)),
+            ("max_concurrent", u64::from(limits.max_concurrent)),
         ] {
             if value == 0 {
                 return Err(invalid(format!("limits.{field}"), "must be at least 1"));
             }
+        }
+        if !(limits.rate_per_second.is_finite() && limits.rate_per_second >= 0.0) {
+            return Err(invalid(
+                "limits.rate_per_second",
+                "must be a finite number, at least 0",
+            ));
         }
         Ok(())
     }
@@ -320,7 +346,8 @@ mod tests {
 
     const ROUTE: &str = r#""lienthong.civilregistry.v1.CivilRegistryService":
         {"address": "127.0.0.1:50061", "identity": "spiffe://lienthong.local/moj/civil-registry"}"#;
-    const LIMITS: &str = r#""max_concurrent_streams": 100, "max_header_list_size": 16384, "request_body_timeout_ms": 500"#;
+    const LIMITS: &str = r#""max_concurrent_streams": 100, "max_header_list_size": 16384, "request_body_timeout_ms": 500,
+        "rate_per_second": 200.0, "burst": 400, "max_concurrent": 64"#;
 
     #[test]
     fn a_configuration_is_read_and_its_paths_resolved() {
@@ -384,6 +411,10 @@ mod tests {
             (
                 document(ROUTE, LIMITS).replace("sqlite:///audit.db", "mysql://x"),
                 "audit.database_url",
+            ),
+            (
+                document(ROUTE, &LIMITS.replace("200.0", "-1.0")),
+                "limits.rate_per_second",
             ),
         ];
         for (text, field) in cases {

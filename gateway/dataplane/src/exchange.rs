@@ -18,6 +18,8 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::audit::{Appended, AuditError, AuditStore};
 use crate::entry::{bounded, AuditEntry, Kind, FORMAT_VERSION, TEXT_LIMITS};
+use crate::handshake;
+use crate::limits::Slot;
 use crate::messages::MessageDigest;
 use crate::metadata;
 use crate::note::{NoteSigner, Receipt};
@@ -59,6 +61,22 @@ impl Auditor {
         }
     }
 
+    /// Record a caller's refused handshake (`handshake::refusal_entry`) and log it, without
+    /// waiting: the accept loop never waits on the log.
+    pub fn refused_handshake(&self, reason: &str, peer: std::net::SocketAddr) {
+        let entry = handshake::refusal_entry(reason, peer);
+        let queued = self.store.submit(&entry).is_ok();
+        log_line(&serde_json::json!({
+            "event": "tls_handshake_refused",
+            "level": "warning",
+            "leg": "caller",
+            "peer": peer.to_string(),
+            "reason": reason,
+            "exchange_id": entry.exchange_id,
+            "recorded": queued,
+        }));
+    }
+
     fn receipt(&self, appended: Appended, exchange_id: &str) -> Option<HeaderValue> {
         let receipt = Receipt::new(
             self.store.origin(),
@@ -78,6 +96,8 @@ pub struct Exchange {
     entry: AuditEntry,
     started: Instant,
     request: Arc<Mutex<MessageDigest>>,
+    /// The caller's place among its calls in flight, given back with the exchange.
+    slot: Option<Slot>,
 }
 
 /// How an exchange ended, once its completion was recorded or failed to be.
@@ -128,7 +148,13 @@ impl Exchange {
             entry,
             started: Instant::now(),
             request: Arc::default(),
+            slot: None,
         }
+    }
+
+    /// Hold the caller's `slot` until the exchange is over.
+    pub fn holds(&mut self, slot: Slot) {
+        self.slot = Some(slot);
     }
 
     /// The exchange's id, as its entries and its log line carry it.

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,8 @@ use crate::audit::{AuditError, AuditStore, StoreOptions};
 use crate::body::{self, drop_lienthong, RequestBody, ResponseBody};
 use crate::config::{Config, Limits};
 use crate::exchange::{Auditor, Exchange};
+use crate::handshake;
+use crate::limits::{CallerLimits, Rejection};
 use crate::messages::MessageDigest;
 use crate::metadata;
 use crate::note::{NoteError, NoteSigner};
@@ -110,6 +113,7 @@ pub struct Gateway {
     policy: Policy,
     routes: HashMap<String, Route>,
     limits: Limits,
+    callers: CallerLimits,
     acceptor: TlsAcceptor,
     auditor: Arc<Auditor>,
 }
@@ -178,6 +182,7 @@ impl Gateway {
             policy,
             routes,
             limits: config.limits,
+            callers: CallerLimits::new(config.limits.per_caller()),
             acceptor: TlsAcceptor::from(server),
             auditor: Arc::new(open_audit(config)?),
         })
@@ -217,8 +222,8 @@ pub fn serve(gateway: Gateway, listener: TcpListener) -> impl Future<Output = ()
     async move {
         loop {
             match listener.accept().await {
-                Ok((tcp, _)) => {
-                    tokio::spawn(connection(gateway.clone(), tcp));
+                Ok((tcp, peer)) => {
+                    tokio::spawn(connection(gateway.clone(), tcp, peer));
                 }
                 Err(error) => {
                     eprintln!("lienthong-gateway: accept failed: {error}");
@@ -230,11 +235,21 @@ pub fn serve(gateway: Gateway, listener: TcpListener) -> impl Future<Output = ()
 }
 
 /// One caller's connection: the handshake, then its calls, each its own HTTP/2 stream.
-async fn connection(gateway: Arc<Gateway>, tcp: TcpStream) {
-    // A refused handshake is the caller's to see; there is nothing to answer.
-    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, gateway.acceptor.accept(tcp)).await
-    else {
-        return;
+async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr) {
+    // A refused handshake has nothing to answer: it is recorded, with its reason.
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, gateway.acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) if handshake::was_attempted(&error) => {
+            gateway
+                .auditor
+                .refused_handshake(handshake::reason(&error), address);
+            return;
+        }
+        Err(_) => {
+            gateway.auditor.refused_handshake("TIMEOUT", address);
+            return;
+        }
+        Ok(Err(_)) => return,
     };
     let leaf = tls
         .get_ref()
@@ -247,19 +262,35 @@ async fn connection(gateway: Arc<Gateway>, tcp: TcpStream) {
     builder
         .max_concurrent_streams(gateway.limits.max_concurrent_streams)
         .max_header_list_size(gateway.limits.max_header_list_size);
-    let calls = service_fn(move |request| {
+    let connection_key = format!("connection {address}");
+    let calls = {
         let gateway = gateway.clone();
-        let peer = peer.clone();
-        async move { Ok::<_, Infallible>(gateway.call(&peer, request).await) }
-    });
+        let key = connection_key.clone();
+        service_fn(move |request| {
+            let gateway = gateway.clone();
+            let peer = peer.clone();
+            let key = key.clone();
+            async move { Ok::<_, Infallible>(gateway.call(&peer, &key, request).await) }
+        })
+    };
     // Its end, however it ends, concerns only this caller.
     let _ = builder.serve_connection(TokioIo::new(tls), calls).await;
+    gateway.callers.forget_refusals(&connection_key);
 }
 
 impl Gateway {
     /// Admit one call on its headers, then forward it, or answer the refusal at once; every
     /// exchange recorded.
-    async fn call(&self, peer: &Peer, request: Request<Incoming>) -> Response<ResponseBody> {
+    ///
+    /// A refusal is charged to its caller, or to `connection` for a certificate without an
+    /// identity: past the caller's rate, refusals are answered `RESOURCE_EXHAUSTED` without
+    /// an entry, so that they cannot flood the log.
+    async fn call(
+        &self,
+        peer: &Peer,
+        connection: &str,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         if !is_grpc(request.headers()) {
             // The gRPC over HTTP/2 protocol's answer to what is not gRPC.
             let mut response = Response::new(ResponseBody::default());
@@ -273,13 +304,24 @@ impl Gateway {
             Peer::Refused(_) => None,
         };
         let mut exchange = Exchange::begin(self.auditor(), caller, path, &parts.headers);
-        let admitted = match admission::admit(peer, path, &parts.headers, &self.policy, |service| {
+        let decided = admission::admit(peer, path, &parts.headers, &self.policy, |service| {
             self.routes.get(service)
-        }) {
+        })
+        .and_then(|admitted| match self.callers.admit(admitted.caller) {
+            Ok(slot) => Ok((admitted, slot)),
+            Err(rejection) => Err(over_limit(admitted.caller, rejection)),
+        });
+        let (admitted, slot) = match decided {
             Ok(admitted) => admitted,
             // The body is dropped unread: a refused call's messages are never taken in.
-            Err(status) => return answer(&Arc::new(exchange), status).await,
+            Err(status) => {
+                if !self.callers.charge_refusal(caller.unwrap_or(connection)) {
+                    return refusals_limited().into_response();
+                }
+                return answer(&Arc::new(exchange), status).await;
+            }
         };
+        exchange.holds(slot);
         let route = admitted.route;
         exchange.routed_to(&route.identity);
         if exchange.record_request().await.is_err() {
@@ -343,6 +385,32 @@ impl Gateway {
             Err(_) => answer(&exchange, unavailable()).await,
         }
     }
+}
+
+/// The refusal of a call over its caller's `rejection`.
+fn over_limit(caller: &str, rejection: Rejection) -> Status {
+    let limit = match rejection {
+        Rejection::RateLimited { .. } => "rate",
+        Rejection::ConcurrencyLimited => "concurrency",
+    };
+    Status::new(
+        Code::ResourceExhausted,
+        rejection.reason(),
+        format!("{caller} is over its {limit} limit"),
+    )
+    .with_metadata(
+        "retry_after_seconds",
+        format!("{:.3}", rejection.retry_after()),
+    )
+}
+
+/// The answer to a caller refused more often than its rate: no entry for it.
+fn refusals_limited() -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        "REFUSALS_LIMITED",
+        "too many refused calls; slow down",
+    )
 }
 
 /// The gateway's own trailers-only answer with `status`, after its completion is recorded.

@@ -24,6 +24,8 @@ pub enum Code {
     DeadlineExceeded,
     /// 7: the policy does not grant the call.
     PermissionDenied,
+    /// 8: the caller is over its limits.
+    ResourceExhausted,
     /// 12: no upstream serves the service.
     Unimplemented,
     /// 13: the gateway failed.
@@ -41,6 +43,7 @@ impl Code {
         match self {
             Code::DeadlineExceeded => 4,
             Code::PermissionDenied => 7,
+            Code::ResourceExhausted => 8,
             Code::Unimplemented => 12,
             Code::Internal => 13,
             Code::Unavailable => 14,
@@ -108,6 +111,8 @@ pub struct Status {
     pub reason: &'static str,
     /// The `grpc-message`; never an internal address.
     pub message: String,
+    /// The `ErrorInfo`'s metadata (`retry_after_seconds`, ...).
+    pub metadata: Vec<(&'static str, String)>,
 }
 
 impl Status {
@@ -117,7 +122,15 @@ impl Status {
             code,
             reason,
             message: message.into(),
+            metadata: Vec::new(),
         }
+    }
+
+    /// The same status with `key: value` in its `ErrorInfo`'s metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, key: &'static str, value: String) -> Self {
+        self.metadata.push((key, value));
+        self
     }
 
     /// The trailers-only answer: HTTP 200, `application/grpc`, the status in the headers.
@@ -154,6 +167,12 @@ impl Status {
         let mut error_info = Vec::new();
         field(&mut error_info, 1, self.reason.as_bytes());
         field(&mut error_info, 2, DOMAIN.as_bytes());
+        for (key, value) in &self.metadata {
+            let mut entry = Vec::new();
+            field(&mut entry, 1, key.as_bytes());
+            field(&mut entry, 2, value.as_bytes());
+            field(&mut error_info, 3, &entry);
+        }
         let mut any = Vec::new();
         field(&mut any, 1, ERROR_INFO_TYPE.as_bytes());
         field(&mut any, 2, &error_info);

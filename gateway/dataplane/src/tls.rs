@@ -2,9 +2,11 @@
 //!
 //! The server leg requires a client certificate chaining to the callers' CA and not revoked
 //! by the configured CRLs (the leaf only, and a certificate no CRL speaks of is not revoked,
-//! as `gateway/revocation.py` decides). Its identity is not looked at here: a certificate
-//! without one completes the handshake and its calls are refused with UNAUTHENTICATED, as
-//! the Python gateway refuses them.
+//! as `gateway/revocation.py` decides), with an RSA key of at least 2048 bits and no SHA-1
+//! (or weaker) signature: those fail the handshake (issue 15). Its identity and its other
+//! fitness are not looked at here: a certificate without an identity, a CA certificate or one
+//! whose key usages do not fit completes the handshake and its calls are refused with
+//! UNAUTHENTICATED, as the Python gateway refuses them.
 //!
 //! The upstream leg verifies the upstream's chain against the upstreams' CA, and in place
 //! of the host name, the SPIFFE ID its route names ([`crate::identity::expect_identity`]):
@@ -21,10 +23,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
-    SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, ServerConfig, SignatureScheme,
 };
 
 use crate::config::TlsFiles;
@@ -117,6 +120,7 @@ pub fn server_config(
     .only_check_end_entity_revocation()
     .allow_unknown_revocation_status()
     .build()?;
+    let verifier = Arc::new(StrongCallers { webpki: verifier });
     let (chain, key) = own_chain_and_key(files)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -124,6 +128,59 @@ pub fn server_config(
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![H2.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// webpki's verdict on a caller's chain, then no weak key or signature in the leaf.
+#[derive(Debug)]
+struct StrongCallers {
+    webpki: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for StrongCallers {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)?;
+        match identity::client_certificate_problem(end_entity.as_ref()) {
+            Some(refusal @ (identity::Refusal::WeakRsaKey | identity::Refusal::WeakSignature)) => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    OtherError(Arc::new(refusal)),
+                )))
+            }
+            _ => Ok(verified),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// The gateway's client credentials for the upstream leg, read once for every route.
