@@ -35,6 +35,7 @@ from echo_upstream import (
 )
 from gateway_fixtures import POLICY, PURPOSE
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from openssl_certs import Made, OpenSsl
 from ports import free_port
@@ -384,3 +385,29 @@ def test_calls_past_a_callers_limits_and_refusals_past_its_rate_are_resource_exh
         finally:
             engine.dispose()
         assert statuses == {"OK": 3, "RESOURCE_EXHAUSTED": 2, "PERMISSION_DENIED": 3}
+
+
+def test_the_health_check_answers_for_the_gateway_and_its_routed_services(proxy: Proxy) -> None:
+    """grpc.health.v1 Check, from any certificate of the CA: SERVING for the gateway ("") and
+    a routed service, NOT_FOUND for a service it does not serve; nothing reaches the upstream
+    or the audit log."""
+
+    def entries() -> int:
+        engine = make_engine(proxy.audit_url)
+        try:
+            with engine.connect() as connection:
+                return connection.execute(text("SELECT count(*) FROM audit_entry")).scalar_one()
+        finally:
+            engine.dispose()
+
+    calls_before, entries_before = len(proxy.echo.metadata), entries()
+    with proxy.channel("police") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as unknown:
+            health.Check(health_pb2.HealthCheckRequest(service="lienthong.no.v1.Such"), timeout=10)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(proxy.echo.metadata) == calls_before
+    assert entries() == entries_before

@@ -118,6 +118,8 @@ impl Body for RequestBody {
 pub struct ResponseBody {
     upstream: Option<Incoming>,
     audit: Option<Audit>,
+    /// A message of the gateway's own, then its trailers.
+    own: Option<(Option<Bytes>, HeaderMap)>,
 }
 
 struct Audit {
@@ -167,6 +169,17 @@ impl ResponseBody {
                 digest: MessageDigest::default(),
                 finishing: None,
             }),
+            own: None,
+        }
+    }
+
+    /// One framed message of the gateway's own, then `trailers`.
+    #[must_use]
+    pub fn message(message: Bytes, trailers: HeaderMap) -> Self {
+        ResponseBody {
+            upstream: None,
+            audit: None,
+            own: Some((Some(message), trailers)),
         }
     }
 }
@@ -180,6 +193,14 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        if let Some((message, trailers)) = this.own.as_mut() {
+            if let Some(message) = message.take() {
+                return Poll::Ready(Some(Ok(Frame::data(message))));
+            }
+            let trailers = std::mem::take(trailers);
+            this.own = None;
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let (Some(upstream), Some(audit)) = (this.upstream.as_mut(), this.audit.as_mut()) else {
             return Poll::Ready(None);
         };
@@ -224,7 +245,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.audit.is_none()
+        self.audit.is_none() && self.own.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -234,6 +255,7 @@ impl Body for ResponseBody {
                 hint.set_lower(upstream.size_hint().lower());
                 hint
             }
+            _ if self.own.is_some() => SizeHint::new(),
             _ => SizeHint::with_exact(0),
         }
     }

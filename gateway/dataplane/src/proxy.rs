@@ -21,6 +21,7 @@ use std::time::Duration;
 use http::header::{CONTENT_TYPE, HOST, TE};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -35,8 +36,10 @@ use crate::audit::store::Connector;
 use crate::audit::{AuditError, AuditStore, StoreOptions};
 use crate::body::{self, drop_lienthong, RequestBody, ResponseBody};
 use crate::config::{Config, Limits};
+use crate::entry::bounded;
 use crate::exchange::{Auditor, Exchange};
 use crate::handshake;
+use crate::health;
 use crate::limits::{CallerLimits, Rejection};
 use crate::messages::MessageDigest;
 use crate::metadata;
@@ -299,6 +302,9 @@ impl Gateway {
         }
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
+        if path == health::CHECK {
+            return self.health(body).await;
+        }
         let caller = match peer {
             Peer::Caller(caller) => Some(caller.as_str()),
             Peer::Refused(_) => None,
@@ -384,6 +390,51 @@ impl Gateway {
             }
             Err(_) => answer(&exchange, unavailable()).await,
         }
+    }
+}
+
+impl Gateway {
+    /// `grpc.health.v1.Health/Check`, answered here (`health`): its request read within
+    /// the request body timeout and [`health::MAX_REQUEST`] bytes.
+    async fn health(&self, body: Incoming) -> Response<ResponseBody> {
+        let limited = Limited::new(body, health::MAX_REQUEST).collect();
+        let service = match tokio::time::timeout(self.limits.request_body_timeout(), limited).await
+        {
+            Ok(Ok(collected)) => health::requested_service(&collected.to_bytes()),
+            _ => None,
+        };
+        let Some(service) = service else {
+            let status = Status::new(
+                Code::InvalidArgument,
+                "BAD_HEALTH_REQUEST",
+                "not one HealthCheckRequest",
+            );
+            return status.into_response();
+        };
+        let serving = if service.is_empty() {
+            health::Serving::Serving
+        } else if let Some(route) = self.routes.get(&service) {
+            if route.upstream.is_failing() {
+                health::Serving::NotServing
+            } else {
+                health::Serving::Serving
+            }
+        } else {
+            let status = Status::new(
+                Code::NotFound,
+                "UNKNOWN_SERVICE",
+                format!("{} is not served here", bounded(&service, 256)),
+            );
+            return status.into_response();
+        };
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut response =
+            Response::new(ResponseBody::message(health::response(serving), trailers));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        response
     }
 }
 

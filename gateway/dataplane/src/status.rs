@@ -11,6 +11,9 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use prost::Message as _;
+
+use crate::wire::{Any, ErrorInfo, RpcStatus};
 
 /// The `ErrorInfo` domain of the gateway's refusals (`gateway/forwarding.py`'s `DOMAIN`).
 pub const DOMAIN: &str = "gateway.lienthong.gov.vn";
@@ -20,8 +23,12 @@ const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 /// The gRPC status codes the gateway answers with itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    /// 3: the request is malformed.
+    InvalidArgument,
     /// 4: the request's messages did not arrive in time.
     DeadlineExceeded,
+    /// 5: what the request names does not exist.
+    NotFound,
     /// 7: the policy does not grant the call.
     PermissionDenied,
     /// 8: the caller is over its limits.
@@ -41,7 +48,9 @@ impl Code {
     #[must_use]
     pub const fn number(self) -> u8 {
         match self {
+            Code::InvalidArgument => 3,
             Code::DeadlineExceeded => 4,
+            Code::NotFound => 5,
             Code::PermissionDenied => 7,
             Code::ResourceExhausted => 8,
             Code::Unimplemented => 12,
@@ -164,36 +173,25 @@ impl Status {
 
     /// The serialized `google.rpc.Status` with its `ErrorInfo`.
     fn details(&self) -> Vec<u8> {
-        let mut error_info = Vec::new();
-        field(&mut error_info, 1, self.reason.as_bytes());
-        field(&mut error_info, 2, DOMAIN.as_bytes());
-        for (key, value) in &self.metadata {
-            let mut entry = Vec::new();
-            field(&mut entry, 1, key.as_bytes());
-            field(&mut entry, 2, value.as_bytes());
-            field(&mut error_info, 3, &entry);
+        let error_info = ErrorInfo {
+            reason: self.reason.to_owned(),
+            domain: DOMAIN.to_owned(),
+            metadata: self
+                .metadata
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone()))
+                .collect(),
+        };
+        RpcStatus {
+            code: i32::from(self.code.number()),
+            message: self.message.clone(),
+            details: vec![Any {
+                type_url: ERROR_INFO_TYPE.to_owned(),
+                value: error_info.encode_to_vec(),
+            }],
         }
-        let mut any = Vec::new();
-        field(&mut any, 1, ERROR_INFO_TYPE.as_bytes());
-        field(&mut any, 2, &error_info);
-        let mut status = vec![0x08, self.code.number()];
-        field(&mut status, 2, self.message.as_bytes());
-        field(&mut status, 3, &any);
-        status
+        .encode_to_vec()
     }
-}
-
-/// Append a length-delimited protobuf field.
-fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
-    out.push(number << 3 | 2);
-    let mut length = bytes.len();
-    while length >= 0x80 {
-        // The low seven bits, with the continuation bit: the cast keeps exactly them.
-        out.push(u8::try_from(length & 0x7f).unwrap_or(0) | 0x80);
-        length >>= 7;
-    }
-    out.push(u8::try_from(length).unwrap_or(0));
-    out.extend_from_slice(bytes);
 }
 
 /// `grpc-message` encoding: every byte outside printable ASCII, and `%`, as `%XX`.
@@ -233,11 +231,14 @@ mod tests {
     }
 
     #[test]
-    fn long_fields_get_multi_byte_lengths() {
-        let mut out = Vec::new();
-        field(&mut out, 2, &[0; 300]);
-        assert_eq!(&out[..3], &[0x12, 0xac, 0x02]);
-        assert_eq!(out.len(), 303);
+    fn metadata_travels_in_the_error_info() {
+        let status = Status::new(Code::ResourceExhausted, "RATE_LIMITED", "slow down")
+            .with_metadata("retry_after_seconds", "2".to_owned());
+        let decoded = RpcStatus::decode(&status.details()[..]).unwrap();
+        assert_eq!(decoded.code, 8);
+        let info = ErrorInfo::decode(&decoded.details[0].value[..]).unwrap();
+        assert_eq!(info.reason, "RATE_LIMITED");
+        assert_eq!(info.metadata["retry_after_seconds"], "2");
     }
 
     #[test]
