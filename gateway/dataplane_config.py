@@ -59,6 +59,14 @@ def write_dataplane_config(
         "upstream_tls": _tls(config.upstream_tls),
         "crls": [str(path.resolve()) for path in config.crls],
         "policy": str(policy_path.resolve()),
+        "methods": {
+            path: {
+                "client_streaming": method.client_streaming,
+                "server_streaming": method.server_streaming,
+            }
+            for path, method in sorted(contract_methods.items())
+        },
+        "metrics_listen": config.metrics_listen,
         "routes": {
             service: {"address": address, "identity": upstream_identities[address]}
             for service, address in sorted(config.routes.items())

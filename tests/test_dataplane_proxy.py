@@ -13,9 +13,12 @@ import hashlib
 import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from openssl_certs import Made, OpenSsl
 from ports import free_port
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from sqlalchemy import text
 from stack import tls_of
 
@@ -76,6 +80,9 @@ class Proxy:
     echo: Echo
     process: subprocess.Popen[bytes]
     audit_url: str
+    metrics_address: str
+    echo_server: grpc.Server
+    echo_port: int
 
     def channel(self, system: str = "officer-portal") -> grpc.Channel:
         return secure_channel(self.address, tls_of(self.pki, system).read())
@@ -94,6 +101,7 @@ def _start(
     address = f"127.0.0.1:{free_port()}"
     audit_url = f"sqlite:///{directory / 'audit.db'}"
     upstream = f"127.0.0.1:{echo_port}"
+    metrics_address = f"127.0.0.1:{free_port()}"
     config = GatewayConfig(
         listen=address,
         tls=tls_of(pki, "gateway-server"),
@@ -103,6 +111,7 @@ def _start(
         audit=AuditConfig(audit_url, pki.directory / "audit-log.key"),
         crls=(pki.directory / "crl.pem",),
         limits=limits,
+        metrics_listen=metrics_address,
     )
     files = write_dataplane_config(
         config, {**methods(), **METHODS}, {upstream: upstream_identity}, directory / "dataplane"
@@ -113,7 +122,7 @@ def _start(
     )
     try:
         _wait_for_listener(address, process)
-        yield Proxy(pki, address, echo, process, audit_url)
+        yield Proxy(pki, address, echo, process, audit_url, metrics_address, echo_server, echo_port)
     finally:
         process.send_signal(signal.SIGTERM)
         stopped = process.wait(timeout=10)
@@ -403,11 +412,133 @@ def test_the_health_check_answers_for_the_gateway_and_its_routed_services(proxy:
     calls_before, entries_before = len(proxy.echo.metadata), entries()
     with proxy.channel("police") as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", SERVICE):
-            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == serving
+        # SERVING once the gateway's first health check of the upstream came back.
+        assert _eventually(lambda: _health(proxy, SERVICE) == serving)
         with pytest.raises(grpc.RpcError) as unknown:
             health.Check(health_pb2.HealthCheckRequest(service="lienthong.no.v1.Such"), timeout=10)
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert len(proxy.echo.metadata) == calls_before
     assert entries() == entries_before
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
+def _health(proxy: Proxy, service: str) -> int:
+    with proxy.channel("police") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    return int(reply.status)
+
+
+def _samples(proxy: Proxy) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of one scrape of the gateway's /metrics, by name and labels."""
+    url = f"http://{proxy.metrics_address}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        scrape = response.read().decode("utf-8")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(scrape)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_answered_refused_and_unknown_calls_without_the_callers_text(
+    proxy: Proxy,
+) -> None:
+    """The Python gateway's metric names and labels; a path that is no contract method is
+    labelled `unknown`, and its text is in no series."""
+    portal = "spiffe://lienthong.local/moj/officer-portal"
+    police = "spiffe://lienthong.local/mps/population"
+    before = _samples(proxy)
+    with proxy.channel() as channel:
+        assert _unary_calls(channel, 2) == [(grpc.StatusCode.OK, "")] * 2
+        with pytest.raises(grpc.RpcError) as unknown:
+            channel.unary_unary(f"/{SERVICE}/NoSuchMethodXyz")(b"", timeout=10)
+    assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with proxy.channel("police") as channel:
+        assert _unary_calls(channel, 1) == [(grpc.StatusCode.PERMISSION_DENIED, "NOT_GRANTED")]
+    after = _samples(proxy)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    answered = "lienthong_gateway_requests_total"
+    assert grew(answered, caller=portal, method=UNARY, code="OK") == 2
+    assert grew(answered, caller=police, method=UNARY, code="PERMISSION_DENIED") == 1
+    assert grew(answered, caller=portal, method="unknown", code="UNIMPLEMENTED") == 1
+    rejected = "lienthong_gateway_rejections_total"
+    assert grew(rejected, caller=police, method=UNARY, reason="NOT_GRANTED") == 1
+    assert grew("lienthong_gateway_request_duration_seconds_count", method=UNARY) == 2
+    assert after[("lienthong_gateway_in_flight_requests", frozenset({("caller", portal)}))] == 0
+    assert not any("NoSuchMethodXyz" in str(labels) for _, labels in after)
+
+
+def test_health_and_the_upstream_gauge_follow_the_upstream_as_it_goes_and_comes_back(
+    binary: Path, tmp_path: Path
+) -> None:
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    up = ("lienthong_gateway_upstream_up", frozenset({("service", SERVICE)}))
+    with contextmanager(_start)(binary, tmp_path, POPULATION) as proxy:
+        assert _health(proxy, "") == serving
+        assert _eventually(lambda: _health(proxy, SERVICE) == serving)
+        assert _samples(proxy)[up] == 1
+        proxy.echo_server.stop(grace=None).wait()
+        assert _eventually(lambda: _health(proxy, SERVICE) == not_serving)
+        assert _samples(proxy)[up] == 0
+        assert _health(proxy, "") == serving
+        back, _, _ = start_echo(tls_of(proxy.pki, "police").read(), f"127.0.0.1:{proxy.echo_port}")
+        try:
+            assert _eventually(lambda: _health(proxy, SERVICE) == serving, timeout=20)
+            assert _samples(proxy)[up] == 1
+        finally:
+            back.stop(grace=None)
+
+
+def test_sigterm_lets_the_calls_in_flight_finish_then_stops(binary: Path, tmp_path: Path) -> None:
+    """Told to stop, the gateway takes no new connection, but a call already forwarded
+    finishes (its last messages sent after the signal) within the drain, and is recorded."""
+    signalled = threading.Event()
+    with contextmanager(_start)(binary, tmp_path, POPULATION) as proxy:
+
+        def messages() -> Iterator[bytes]:
+            yield b"before"
+            proxy.process.send_signal(signal.SIGTERM)
+            signalled.set()
+            time.sleep(1)
+            yield b"after"
+
+        with proxy.channel() as channel:
+            joined, call = channel.stream_unary(CLIENT_STREAM).with_call(
+                messages(), timeout=10, metadata=PURPOSE
+            )
+        assert signalled.is_set()
+        assert (joined, call.code()) == (b"before|after", grpc.StatusCode.OK)
+        assert proxy.process.wait(timeout=10) == 0
+        host, port = proxy.address.rsplit(":", 1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=1).close()
+        engine = make_engine(proxy.audit_url)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT entry FROM audit_entry")).scalars()
+                entries = [AuditEntry.decode(bytes(row)) for row in rows]
+            verifier = NoteVerifier((proxy.pki.directory / "audit-log.vkey").read_text().strip())
+            verified = verify_log(engine, verifier)
+        finally:
+            engine.dispose()
+        assert verified.ok, verified.problems
+        assert [entry.status for entry in entries if entry.method == CLIENT_STREAM] == [None, "OK"]

@@ -33,7 +33,7 @@ pub struct ArrivalTimedOut;
 /// call) and `timed_out` is set, so that the gateway can say why. Its messages are counted
 /// and digested into `digest` as they pass.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Source,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
     waiting: bool,
@@ -41,7 +41,29 @@ pub struct RequestBody {
     digest: Arc<Mutex<MessageDigest>>,
 }
 
+/// Where a request body's frames come from.
+enum Source {
+    /// The caller's.
+    Caller(Incoming),
+    /// One message of the gateway's own (its health checks of upstreams), until sent.
+    Own(Option<Bytes>),
+}
+
 impl RequestBody {
+    /// One framed message of the gateway's own.
+    #[must_use]
+    pub fn own(message: Bytes) -> Self {
+        let timeout = Duration::from_secs(1);
+        RequestBody {
+            inner: Source::Own(Some(message)),
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+            timed_out: Arc::default(),
+            digest: Arc::default(),
+        }
+    }
+
     /// `inner`, each frame given `timeout` to arrive; `timed_out` is set when one does not.
     #[must_use]
     pub fn new(
@@ -51,7 +73,7 @@ impl RequestBody {
         digest: Arc<Mutex<MessageDigest>>,
     ) -> Self {
         RequestBody {
-            inner,
+            inner: Source::Caller(inner),
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             waiting: false,
@@ -70,6 +92,12 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let inner = match &mut this.inner {
+            Source::Caller(inner) => inner,
+            Source::Own(message) => {
+                return Poll::Ready(message.take().map(|message| Ok(Frame::data(message))));
+            }
+        };
         // The clock runs from when a frame is asked for, not while the upstream's flow
         // control keeps the gateway from asking: only the caller's slowness counts.
         if !this.waiting {
@@ -77,7 +105,7 @@ impl Body for RequestBody {
             this.deadline.as_mut().reset(deadline);
             this.waiting = true;
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
@@ -99,11 +127,19 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Caller(inner) => inner.is_end_stream(),
+            Source::Own(message) => message.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Caller(inner) => inner.size_hint(),
+            Source::Own(message) => {
+                SizeHint::with_exact(message.as_ref().map_or(0, |message| message.len() as u64))
+            }
+        }
     }
 }
 

@@ -7,6 +7,9 @@
 //!  "upstream_tls": {"ca_certificate": "…", "certificate": "…", "private_key": "…"},
 //!  "crls": ["ca.crl"],
 //!  "policy": "policy.json",
+//!  "methods": {"/lienthong.civilregistry.v1.CivilRegistryService/RegisterBirth":
+//!                {"client_streaming": false, "server_streaming": false}},
+//!  "metrics_listen": "127.0.0.1:9464",
 //!  "routes": {"lienthong.civilregistry.v1.CivilRegistryService":
 //!               {"address": "127.0.0.1:50061",
 //!                "identity": "spiffe://lienthong.local/moj/civil-registry"}},
@@ -17,7 +20,7 @@
 //!            "signing_key": "audit-log.key", "origin": "lienthong.local/audit"}}
 //! ```
 //!
-//! Every field is required and unknown fields are refused: the file is written by a program,
+//! Every field is required (`metrics_listen` may be null: no endpoint) and unknown fields are refused: the file is written by a program,
 //! so a missing or misspelt field is a bug to report, not a default to guess (a forgotten
 //! `crls` would silently stop revocation). Relative paths are taken from the file's folder,
 //! as `lienthong/config.py` takes them.
@@ -78,12 +81,27 @@ pub struct Config {
     pub crls: Vec<PathBuf>,
     /// The compiled policy, `Policy.to_json()` of `gateway/policy.py`.
     pub policy: PathBuf,
+    /// Every method of the contracts, by path (`/package.Service/Method`): any other path is
+    /// answered UNIMPLEMENTED, and never a metric label.
+    pub methods: BTreeMap<String, Cardinality>,
+    /// Where `/metrics` is served over plain HTTP, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Where each service (by its full name, `package.Service`) is served, and by whom.
     pub routes: BTreeMap<String, Route>,
     /// Bounds on what one connection and one call may hold.
     pub limits: Limits,
     /// Where every exchange is recorded.
     pub audit: Audit,
+}
+
+/// Whether a method's request and response are streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cardinality {
+    /// The caller sends a stream of messages.
+    pub client_streaming: bool,
+    /// The upstream answers with a stream of messages.
+    pub server_streaming: bool,
 }
 
 /// The audit log: its database and the key that signs its checkpoints and receipts.
@@ -206,6 +224,18 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        for path in self.methods.keys() {
+            let service = path
+                .strip_prefix('/')
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(service, method)| is_service_name(service) && is_word(method));
+            if service.is_none() {
+                return Err(invalid(
+                    "methods",
+                    format!("{path:?} is not a method's path (/package.Service/Method)"),
+                ));
+            }
+        }
         for (service, route) in &self.routes {
             if !is_service_name(service) {
                 return Err(invalid(
@@ -305,13 +335,15 @@ fn invalid(field: impl Into<String>, problem: impl fmt::Display) -> ConfigError 
 
 /// `package.Service`: dotted words, at least two, none empty, no `/`.
 fn is_service_name(name: &str) -> bool {
-    name.contains('.')
-        && name.split('.').all(|word| {
-            !word.is_empty()
-                && word
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
-        })
+    name.contains('.') && name.split('.').all(is_word)
+}
+
+/// Letters, digits and `_`, at least one.
+fn is_word(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 /// The host (brackets removed) and port of `host:port`.
@@ -337,6 +369,9 @@ mod tests {
                 "upstream_tls": {{"ca_certificate": "/pki/ca.pem", "certificate": "c.pem", "private_key": "c.key"}},
                 "crls": ["ca.crl"],
                 "policy": "policy.json",
+                "methods": {{"/lienthong.civilregistry.v1.CivilRegistryService/RegisterBirth":
+                            {{"client_streaming": false, "server_streaming": false}}}},
+                "metrics_listen": null,
                 "routes": {{{routes}}},
                 "limits": {{{limits}}},
                 "audit": {{"database_url": "sqlite:///audit.db", "signing_key": "audit-log.key",
@@ -403,6 +438,10 @@ mod tests {
                     LIMITS,
                 ),
                 "routes",
+            ),
+            (
+                document(ROUTE, LIMITS).replace("Service/RegisterBirth", "Service/Register/Birth"),
+                "methods",
             ),
             (
                 document(ROUTE, &LIMITS.replace("500", "0")),

@@ -22,29 +22,44 @@ use crate::handshake;
 use crate::limits::Slot;
 use crate::messages::MessageDigest;
 use crate::metadata;
+use crate::metrics::{InFlight, Metrics, UNKNOWN};
 use crate::note::{NoteSigner, Receipt};
 use crate::status;
 
 /// The trailer that carries an answer's receipt.
 pub const RECEIPT: &str = "lienthong-receipt-bin";
 
-/// Where exchanges are recorded, who signs their receipts, and how long an entry may take.
+/// Where exchanges are recorded and counted, who signs their receipts, and how long an
+/// entry may take.
 pub struct Auditor {
     store: AuditStore,
     signer: NoteSigner,
     wait: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Auditor {
     /// Record into `store`, receipts signed by `signer` under the store's origin; an entry not
     /// durable within `wait` counts as not recorded.
     #[must_use]
-    pub fn new(store: AuditStore, signer: NoteSigner, wait: Duration) -> Self {
+    pub fn new(
+        store: AuditStore,
+        signer: NoteSigner,
+        wait: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             store,
             signer,
             wait,
+            metrics,
         }
+    }
+
+    /// The metrics every exchange is counted in.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store, for the gateway's own services (checkpoints, proofs) and its shutdown.
@@ -63,9 +78,13 @@ impl Auditor {
 
     /// Record a caller's refused handshake (`handshake::refusal_entry`) and log it, without
     /// waiting: the accept loop never waits on the log.
-    pub fn refused_handshake(&self, reason: &str, peer: std::net::SocketAddr) {
+    pub fn refused_handshake(&self, reason: &'static str, peer: std::net::SocketAddr) {
         let entry = handshake::refusal_entry(reason, peer);
         let queued = self.store.submit(&entry).is_ok();
+        self.metrics.handshake_failed(reason);
+        if !queued {
+            self.metrics.handshake_not_recorded();
+        }
         log_line(&serde_json::json!({
             "event": "tls_handshake_refused",
             "level": "warning",
@@ -91,6 +110,10 @@ impl Auditor {
 }
 
 /// What the gateway knows of one call while it runs.
+///
+/// An exchange whose request entry is durable is completed, whatever happens: dropped
+/// without a completion (the caller reset the call while it was forwarded), it records
+/// itself CANCELLED.
 pub struct Exchange {
     auditor: Arc<Auditor>,
     entry: AuditEntry,
@@ -98,6 +121,13 @@ pub struct Exchange {
     request: Arc<Mutex<MessageDigest>>,
     /// The caller's place among its calls in flight, given back with the exchange.
     slot: Option<Slot>,
+    /// The method's metric label: its path if it is a contract method, else `unknown`.
+    method_label: &'static str,
+    /// Counted in flight from admission until the completion.
+    in_flight: Mutex<Option<InFlight>>,
+    /// Why the call was refused before it started, if it was.
+    refusal: Option<&'static str>,
+    completed: std::sync::atomic::AtomicBool,
 }
 
 /// How an exchange ended, once its completion was recorded or failed to be.
@@ -109,12 +139,14 @@ pub struct Completed {
 
 impl Exchange {
     /// A new exchange of the call to `path` with `headers`, from `caller` (`None`: a caller
-    /// without an identity), its caller-chosen text bounded.
+    /// without an identity), its caller-chosen text bounded. `method` is the contract
+    /// method's path, `None` if `path` is none.
     #[must_use]
     pub fn begin(
         auditor: Arc<Auditor>,
         caller: Option<&str>,
         path: &str,
+        method: Option<&'static str>,
         headers: &HeaderMap,
     ) -> Self {
         let declared = |key: &str, field: &str| {
@@ -149,12 +181,45 @@ impl Exchange {
             started: Instant::now(),
             request: Arc::default(),
             slot: None,
+            method_label: method.unwrap_or(UNKNOWN),
+            in_flight: Mutex::new(None),
+            refusal: None,
+            completed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Hold the caller's `slot` until the exchange is over.
+    /// The call was admitted: it holds the caller's `slot` until the exchange is over, and
+    /// is counted in flight until its completion.
     pub fn holds(&mut self, slot: Slot) {
         self.slot = Some(slot);
+        let started = self.auditor.metrics.started(self.caller_label());
+        *self
+            .in_flight
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = Some(started);
+    }
+
+    /// The call was refused on its headers, for `reason`.
+    pub fn refused(&mut self, reason: &'static str) {
+        self.refusal = Some(reason);
+    }
+
+    /// The method's metric label.
+    #[must_use]
+    pub fn method_label(&self) -> &'static str {
+        self.method_label
+    }
+
+    /// The caller's identity; `None` for a certificate without one.
+    #[must_use]
+    pub fn caller(&self) -> Option<&str> {
+        self.entry.caller.as_deref()
+    }
+
+    /// The caller's metric label.
+    #[must_use]
+    pub fn caller_label(&self) -> &str {
+        self.entry.caller.as_deref().unwrap_or(UNKNOWN)
     }
 
     /// The exchange's id, as its entries and its log line carry it.
@@ -188,6 +253,9 @@ impl Exchange {
     /// Record the completion with gRPC status `code` and the response's messages, sign its
     /// receipt and write the exchange's log line.
     pub async fn complete(&self, code: u32, response: &MessageDigest) -> Completed {
+        self.completed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.count(code);
         let completion = self.completion(code, response);
         let (leaf_index, receipt) = match self.auditor.append(&completion).await {
             Ok(appended) => (
@@ -206,6 +274,24 @@ impl Exchange {
         };
         self.log(&completion, leaf_index);
         Completed { receipt }
+    }
+
+    fn count(&self, code: u32) {
+        let metrics = &self.auditor.metrics;
+        let code = status::code_name(status::known_code(code));
+        let (caller, method) = (self.caller_label(), self.method_label);
+        let started = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match (self.refusal, started) {
+            (Some(reason), _) => metrics.rejected(caller, method, reason, code),
+            (None, Some(_in_flight)) => {
+                metrics.finished(caller, method, code, self.started.elapsed().as_secs_f64());
+            }
+            (None, None) => metrics.answered(caller, method, code),
+        }
     }
 
     fn completion(&self, code: u32, response: &MessageDigest) -> AuditEntry {
@@ -249,6 +335,28 @@ impl Exchange {
             "request_sha256": completion.request_sha256,
             "response_sha256": completion.response_sha256,
         }));
+    }
+}
+
+impl Drop for Exchange {
+    /// A forwarded call dropped without its completion: recorded CANCELLED, without
+    /// waiting (a drop cannot), as a caller's reset is.
+    fn drop(&mut self) {
+        if self.entry.request_leaf.is_none() || *self.completed.get_mut() {
+            return;
+        }
+        self.count(1);
+        let completion = self.completion(1, &MessageDigest::default());
+        let queued = self.auditor.store.submit(&completion).is_ok();
+        if !queued {
+            log_line(&serde_json::json!({
+                "event": "exchange_not_recorded",
+                "level": "error",
+                "exchange_id": self.id(),
+                "error": "the audit log refused the completion",
+            }));
+        }
+        self.log(&completion, None);
     }
 }
 

@@ -2,13 +2,26 @@
 //! answered without an upstream, admission or audit, as the Python gateway's health servicer.
 //!
 //! The empty service name is the gateway itself: SERVING while it accepts calls. A routed
-//! service is SERVING unless its upstream is in its reconnect backoff (`NOT_SERVING`); any
-//! other name is `NOT_FOUND`, as the protocol says.
+//! service is SERVING while its upstream answers its own health check of that service
+//! SERVING ([`upstream_serving`], asked every [`POLL_INTERVAL`]); any other name is
+//! `NOT_FOUND`, as the protocol says. Draining, everything is `NOT_SERVING`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{CONTENT_TYPE, TE};
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Limited};
 use prost::Message as _;
 
+use crate::body::RequestBody;
+use crate::status::grpc_status;
+use crate::upstream::Upstream;
 use crate::wire::{HealthCheckRequest, HealthCheckResponse};
+
+/// How often each routed service's upstream is asked, and the longest it may take to answer.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The method's path.
 pub const CHECK: &str = "/grpc.health.v1.Health/Check";
@@ -29,13 +42,7 @@ pub enum Serving {
 /// `None` unless the body is exactly one uncompressed, well-formed message.
 #[must_use]
 pub fn requested_service(body: &[u8]) -> Option<String> {
-    let (&compressed, rest) = body.split_first()?;
-    let (length, message) = rest.split_at_checked(4)?;
-    let length = usize::try_from(u32::from_be_bytes(length.try_into().ok()?)).ok()?;
-    if compressed != 0 || message.len() != length {
-        return None;
-    }
-    HealthCheckRequest::decode(message)
+    HealthCheckRequest::decode(unframed(body)?)
         .ok()
         .map(|request| request.service)
 }
@@ -47,13 +54,71 @@ pub fn response(status: Serving) -> Bytes {
         Serving::Serving => 1,
         Serving::NotServing => 2,
     };
-    let message = HealthCheckResponse { status }.encode_to_vec();
+    framed(&HealthCheckResponse { status }.encode_to_vec())
+}
+
+/// Whether `upstream` answers, within [`POLL_INTERVAL`], that it serves `service`: a
+/// `HealthCheckResponse` of SERVING and status OK. No connection, a refusal, another status,
+/// a malformed answer or none in time are all "not serving".
+pub async fn upstream_serving(upstream: &Upstream, authority: &Authority, service: &str) -> bool {
+    let check = async {
+        let mut sender = upstream.sender().await.ok()?;
+        let message = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(authority.clone())
+            .path_and_query(CHECK)
+            .build()
+            .ok()?;
+        let mut request = Request::new(RequestBody::own(framed(&message.encode_to_vec())));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        // gRPC's TimeoutValue and TimeoutUnit: milliseconds.
+        let timeout = format!("{}m", POLL_INTERVAL.as_millis());
+        headers.insert("grpc-timeout", HeaderValue::from_str(&timeout).ok()?);
+        let response = sender.send_request(request).await.ok()?;
+        if grpc_status(response.headers()).is_some() {
+            return None; // trailers-only: an error status
+        }
+        let answer = Limited::new(response.into_body(), MAX_REQUEST)
+            .collect()
+            .await
+            .ok()?;
+        if answer.trailers().and_then(grpc_status) != Some(0) {
+            return None;
+        }
+        let reply = HealthCheckResponse::decode(unframed(&answer.to_bytes())?).ok()?;
+        Some(reply.status == 1)
+    };
+    tokio::time::timeout(POLL_INTERVAL, check)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// One gRPC message frame: uncompressed, its length, the message.
+fn framed(message: &[u8]) -> Bytes {
     let mut framed = Vec::with_capacity(5 + message.len());
     framed.push(0);
-    // The message is a few bytes: its length fits a u32.
+    // Health messages are a few bytes: the length fits a u32.
     framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
-    framed.extend_from_slice(&message);
+    framed.extend_from_slice(message);
     Bytes::from(framed)
+}
+
+/// The message of a body that is exactly one uncompressed frame.
+fn unframed(body: &[u8]) -> Option<&[u8]> {
+    let (&compressed, rest) = body.split_first()?;
+    let (length, message) = rest.split_at_checked(4)?;
+    let length = usize::try_from(u32::from_be_bytes(length.try_into().ok()?)).ok()?;
+    (compressed == 0 && message.len() == length).then_some(message)
 }
 
 #[cfg(test)]
@@ -61,10 +126,7 @@ mod tests {
     use super::*;
 
     fn framed(message: &[u8]) -> Vec<u8> {
-        let mut body = vec![0];
-        body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(message);
-        body
+        super::framed(message).to_vec()
     }
 
     #[test]

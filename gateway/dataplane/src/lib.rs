@@ -25,6 +25,7 @@ pub mod limits;
 pub mod merkle;
 pub mod messages;
 pub mod metadata;
+pub mod metrics;
 pub mod note;
 pub mod policy;
 pub mod proxy;

@@ -1,13 +1,14 @@
 //! `lienthong-gateway --config FILE`: the compiled gateway's composition root.
 //!
 //! A configuration or start-up problem is one line on stderr and exit code 2; SIGTERM or
-//! SIGINT stops the gateway with exit code 0.
+//! SIGINT drains the gateway (`proxy::serve`) and stops it with exit code 0.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lienthong_dataplane::config::Config;
+use lienthong_dataplane::metrics;
 use lienthong_dataplane::proxy::{serve, Gateway};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,14 +41,23 @@ fn run(arguments: Vec<OsString>) -> Result<(), String> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+        if let Some(address) = config.metrics_listen {
+            let endpoint = TcpListener::bind(address)
+                .await
+                .map_err(|error| format!("cannot serve metrics on {address}: {error}"))?;
+            tokio::spawn(metrics::serve(gateway.metrics(), endpoint));
+            eprintln!("lienthong-gateway: metrics on http://{address}/metrics");
+        }
         let mut terminate = signal(SignalKind::terminate())
             .map_err(|error| format!("cannot handle SIGTERM: {error}"))?;
+        let stop = async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
         eprintln!("lienthong-gateway: listening on {}", config.listen);
-        tokio::select! {
-            () = serve(gateway, listener) => {}
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        serve(gateway, listener, stop).await;
         Ok::<(), String>(())
     })?;
     // Whatever was appended is durable; a last checkpoint signs it.

@@ -5,10 +5,9 @@
 //! answered; an admitted call's request entry before it is forwarded, its completion before
 //! its status is released, with the receipt.
 //!
-//! This is `gateway/forwarding.py` in Rust, step by step. Not here yet: rate and concurrency
-//! limits, metrics, the gateway's own services (health, reflection, `AuditService`), the
-//! contracts' method table (a unary request's digest in its request entry) and reloading
-//! files that change.
+//! This is `gateway/forwarding.py` in Rust, step by step. Not here yet: reflection, the
+//! `AuditService`, a unary request's digest in its request entry, and reloading files that
+//! change.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,6 +25,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -35,7 +35,7 @@ use crate::audit::sqlite::SqliteConnector;
 use crate::audit::store::Connector;
 use crate::audit::{AuditError, AuditStore, StoreOptions};
 use crate::body::{self, drop_lienthong, RequestBody, ResponseBody};
-use crate::config::{Config, Limits};
+use crate::config::{Cardinality, Config, Limits};
 use crate::entry::bounded;
 use crate::exchange::{Auditor, Exchange};
 use crate::handshake;
@@ -43,6 +43,7 @@ use crate::health;
 use crate::limits::{CallerLimits, Rejection};
 use crate::messages::MessageDigest;
 use crate::metadata;
+use crate::metrics::Metrics;
 use crate::note::{NoteError, NoteSigner};
 use crate::policy::{Policy, PolicyError};
 use crate::status::{self, Code, Status};
@@ -54,6 +55,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest an exchange's entry may take to be durable before the call is refused.
 pub const AUDIT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long calls in flight may go on once the gateway is told to stop, as the Python
+/// servers' `DRAIN_SECONDS`.
+pub const DRAIN: Duration = Duration::from_secs(5);
 
 /// How long to wait before accepting again after `accept` failed (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -114,11 +119,16 @@ pub enum StartError {
 /// Everything a call needs, built once from the configuration.
 pub struct Gateway {
     policy: Policy,
+    /// The contracts' methods; the keys are the metric labels.
+    methods: HashMap<&'static str, Cardinality>,
     routes: HashMap<String, Route>,
     limits: Limits,
     callers: CallerLimits,
     acceptor: TlsAcceptor,
     auditor: Arc<Auditor>,
+    metrics: Arc<Metrics>,
+    /// Told to stop: health answers `NOT_SERVING` while calls in flight finish.
+    draining: AtomicBool,
 }
 
 /// Where a service goes: its upstream's connection, shared by every service it serves.
@@ -126,6 +136,8 @@ struct Route {
     upstream: Arc<Upstream>,
     authority: Authority,
     identity: String,
+    /// Whether the upstream said, at its last health check, that it serves the service.
+    up: AtomicBool,
 }
 
 impl Gateway {
@@ -178,17 +190,34 @@ impl Gateway {
                     upstream,
                     authority,
                     identity: route.identity.clone(),
+                    up: AtomicBool::new(false),
                 },
             );
         }
+        // Leaked once at start-up, so that each call's metric labels borrow them.
+        let methods = config
+            .methods
+            .iter()
+            .map(|(path, cardinality)| (&*Box::leak(path.clone().into_boxed_str()), *cardinality))
+            .collect();
+        let metrics = Arc::new(Metrics::new());
         Ok(Gateway {
             policy,
+            methods,
             routes,
             limits: config.limits,
             callers: CallerLimits::new(config.limits.per_caller()),
             acceptor: TlsAcceptor::from(server),
-            auditor: Arc::new(open_audit(config)?),
+            auditor: Arc::new(open_audit(config, Arc::clone(&metrics))?),
+            metrics,
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// The metrics, to serve on `/metrics`.
+    #[must_use]
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The audit log, to close (with a last checkpoint) when the gateway stops.
@@ -199,7 +228,7 @@ impl Gateway {
 }
 
 /// The audit store the configuration names, and the signer of its receipts.
-fn open_audit(config: &Config) -> Result<Auditor, StartError> {
+fn open_audit(config: &Config, metrics: Arc<Metrics>) -> Result<Auditor, StartError> {
     let audit = &config.audit;
     let key_problem = |problem: String| StartError::SigningKey {
         path: audit.signing_key.clone(),
@@ -216,29 +245,62 @@ fn open_audit(config: &Config) -> Result<Auditor, StartError> {
         None => Arc::new(PostgresConnector::new(&audit.database_url)?),
     };
     let store = AuditStore::open(connector, signer()?, StoreOptions::default())?;
-    Ok(Auditor::new(store, signer()?, AUDIT_WAIT))
+    Ok(Auditor::new(store, signer()?, AUDIT_WAIT, metrics))
 }
 
-/// Serve callers on `listener` until the future is dropped.
-pub fn serve(gateway: Gateway, listener: TcpListener) -> impl Future<Output = ()> + Send {
+/// Serve callers on `listener`, each routed service's health polled, until `stop` completes;
+/// then drain: no new connection, health `NOT_SERVING`, every connection told to go away
+/// (HTTP/2 GOAWAY), and the calls in flight given up to [`DRAIN`] to finish.
+pub fn serve(
+    gateway: Gateway,
+    listener: TcpListener,
+    stop: impl Future<Output = ()> + Send,
+) -> impl Future<Output = ()> + Send {
     let gateway = Arc::new(gateway);
     async move {
+        let polling = tokio::spawn(poll_upstreams(Arc::clone(&gateway)));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(stop);
         loop {
-            match listener.accept().await {
-                Ok((tcp, peer)) => {
-                    tokio::spawn(connection(gateway.clone(), tcp, peer));
-                }
-                Err(error) => {
-                    eprintln!("lienthong-gateway: accept failed: {error}");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        tokio::spawn(connection(gateway.clone(), tcp, peer, graceful.watcher()));
+                    }
+                    Err(error) => {
+                        eprintln!("lienthong-gateway: accept failed: {error}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                () = &mut stop => break,
             }
         }
+        drop(listener);
+        gateway.draining.store(true, Ordering::Relaxed);
+        eprintln!(
+            "lienthong-gateway: draining, up to {} s for calls in flight",
+            DRAIN.as_secs()
+        );
+        let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+        polling.abort();
     }
 }
 
-/// One caller's connection: the handshake, then its calls, each its own HTTP/2 stream.
-async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr) {
+/// Ask every routed service's upstream for its health, every [`health::POLL_INTERVAL`].
+async fn poll_upstreams(gateway: Arc<Gateway>) {
+    loop {
+        for (service, route) in &gateway.routes {
+            let up = health::upstream_serving(&route.upstream, &route.authority, service).await;
+            route.up.store(up, Ordering::Relaxed);
+            gateway.metrics.upstream_up(service, up);
+        }
+        tokio::time::sleep(health::POLL_INTERVAL).await;
+    }
+}
+
+/// One caller's connection: the handshake, then its calls, each its own HTTP/2 stream, until
+/// the connection ends or `drain` tells it to go away.
+async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr, drain: Watcher) {
     // A refused handshake has nothing to answer: it is recorded, with its reason.
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, gateway.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -277,7 +339,9 @@ async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr) 
         })
     };
     // Its end, however it ends, concerns only this caller.
-    let _ = builder.serve_connection(TokioIo::new(tls), calls).await;
+    let _ = drain
+        .watch(builder.serve_connection(TokioIo::new(tls), calls))
+        .await;
     gateway.callers.forget_refusals(&connection_key);
 }
 
@@ -309,7 +373,16 @@ impl Gateway {
             Peer::Caller(caller) => Some(caller.as_str()),
             Peer::Refused(_) => None,
         };
-        let mut exchange = Exchange::begin(self.auditor(), caller, path, &parts.headers);
+        let method = self.methods.get_key_value(path).map(|(path, _)| *path);
+        let mut exchange = Exchange::begin(self.auditor(), caller, path, method, &parts.headers);
+        if method.is_none() {
+            let status = Status::new(
+                Code::Unimplemented,
+                "UNKNOWN_METHOD",
+                format!("no method {} in the contracts", bounded(path, 256)),
+            );
+            return self.refuse(exchange, connection, status).await;
+        }
         let decided = admission::admit(peer, path, &parts.headers, &self.policy, |service| {
             self.routes.get(service)
         })
@@ -320,12 +393,7 @@ impl Gateway {
         let (admitted, slot) = match decided {
             Ok(admitted) => admitted,
             // The body is dropped unread: a refused call's messages are never taken in.
-            Err(status) => {
-                if !self.callers.charge_refusal(caller.unwrap_or(connection)) {
-                    return refusals_limited().into_response();
-                }
-                return answer(&Arc::new(exchange), status).await;
-            }
+            Err(status) => return self.refuse(exchange, connection, status).await,
         };
         exchange.holds(slot);
         let route = admitted.route;
@@ -378,6 +446,7 @@ impl Gateway {
         match sender.send_request(request).await {
             Ok(response) => relay(response, exchange).await,
             Err(_) if timed_out.load(Ordering::Relaxed) => {
+                self.metrics.body_timed_out();
                 let status = Status::new(
                     Code::DeadlineExceeded,
                     "REQUEST_BODY_TIMEOUT",
@@ -394,6 +463,33 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Answer a call refused on its headers with `status`, its completion recorded first.
+    ///
+    /// The refusal is charged to its caller, or to `connection` for a certificate without an
+    /// identity: past the caller's rate, it is answered `REFUSALS_LIMITED` without an entry.
+    async fn refuse(
+        &self,
+        mut exchange: Exchange,
+        connection: &str,
+        status: Status,
+    ) -> Response<ResponseBody> {
+        if !self
+            .callers
+            .charge_refusal(exchange.caller().unwrap_or(connection))
+        {
+            let limited = refusals_limited();
+            self.metrics.rejected(
+                exchange.caller_label(),
+                exchange.method_label(),
+                limited.reason,
+                status::code_name(u32::from(limited.code.number())),
+            );
+            return limited.into_response();
+        }
+        exchange.refused(status.reason);
+        answer(&Arc::new(exchange), status).await
+    }
+
     /// `grpc.health.v1.Health/Check`, answered here (`health`): its request read within
     /// the request body timeout and [`health::MAX_REQUEST`] bytes.
     async fn health(&self, body: Incoming) -> Response<ResponseBody> {
@@ -411,10 +507,15 @@ impl Gateway {
             );
             return status.into_response();
         };
-        let serving = if service.is_empty() {
-            health::Serving::Serving
-        } else if let Some(route) = self.routes.get(&service) {
-            if route.upstream.is_failing() {
+        let draining = self.draining.load(Ordering::Relaxed);
+        let serving = if let Some(route) = self.routes.get(&service) {
+            if draining || !route.up.load(Ordering::Relaxed) {
+                health::Serving::NotServing
+            } else {
+                health::Serving::Serving
+            }
+        } else if service.is_empty() {
+            if draining {
                 health::Serving::NotServing
             } else {
                 health::Serving::Serving

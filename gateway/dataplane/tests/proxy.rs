@@ -45,6 +45,7 @@ const IMPOSTOR: &str = "/lienthong.test.v1.ImpostorService/Echo";
 const FAIL: &str = "/lienthong.test.v1.EchoService/Fail";
 const GONE: &str = "/lienthong.test.v1.GoneService/Echo";
 const UNROUTED: &str = "/lienthong.test.v1.UnroutedService/Echo";
+const OTHER: &str = "/lienthong.test.v1.EchoService/Other";
 const BODY_TIMEOUT_MS: u64 = 1000;
 const ORIGIN: &str = "lienthong.local/audit";
 
@@ -213,7 +214,10 @@ async fn upstream(ca: &Ca, certificate: Issued) -> (String, Arc<Seen>) {
                     let seen = seen.clone();
                     async move {
                         let (parts, body) = request.into_parts();
-                        seen.headers.lock().expect("a lock").push(parts.headers);
+                        // The gateway's own health checks, every second, are not calls.
+                        if parts.uri.path() != "/grpc.health.v1.Health/Check" {
+                            seen.headers.lock().expect("a lock").push(parts.headers);
+                        }
                         if parts.uri.path() == FAIL {
                             return Ok(not_found());
                         }
@@ -329,12 +333,22 @@ impl Harness {
         );
         let route =
             |address: &str| format!(r#"{{"address": "{address}", "identity": "{REGISTRY}"}}"#);
+        let methods = [ECHO, COLLECT, FAIL, IMPOSTOR, GONE, UNROUTED, OTHER]
+            .map(|path| {
+                let streaming = path == COLLECT;
+                format!(
+                    r#""{path}": {{"client_streaming": {streaming}, "server_streaming": false}}"#
+                )
+            })
+            .join(",");
         let config = format!(
             r#"{{"listen": "127.0.0.1:0",
                 "tls": {{"ca_certificate": "ca.pem", "certificate": "gateway.pem", "private_key": "gateway.key"}},
                 "upstream_tls": {{"ca_certificate": "ca.pem", "certificate": "client.pem", "private_key": "client.key"}},
                 "crls": ["ca.crl"],
                 "policy": "policy.json",
+                "methods": {{{methods}}},
+                "metrics_listen": null,
                 "routes": {{"lienthong.test.v1.EchoService": {},
                             "lienthong.test.v1.ImpostorService": {},
                             "lienthong.test.v1.GoneService": {}}},
@@ -355,7 +369,7 @@ impl Harness {
         std::fs::remove_dir_all(&folder).expect("removed");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().expect("an address").to_string();
-        tokio::spawn(serve(gateway, listener));
+        tokio::spawn(serve(gateway, listener, std::future::pending()));
         Harness {
             ca,
             gateway: address,
@@ -633,21 +647,33 @@ async fn a_call_not_granted_is_permission_denied() {
     let harness = Harness::start().await;
     let mut alice = harness.alice().await;
     let (_more, body) = TestBody::channel();
-    let answer = call(
-        &mut alice,
-        request("/lienthong.test.v1.EchoService/Other", body),
-    )
-    .await;
+    let answer = call(&mut alice, request(OTHER, body)).await;
     assert_eq!(answer.status(), "7");
-    assert_eq!(
-        answer.message(),
-        format!("{ALICE} is not granted /lienthong.test.v1.EchoService/Other")
-    );
+    assert_eq!(answer.message(), format!("{ALICE} is not granted {OTHER}"));
     // Refused on its headers: a completion only, the log's first leaf.
     assert_eq!(answer.receipt(&harness.verifier).leaf_index(), 0);
     let mut undeclared = request(ECHO, TestBody::full(vec![message(b"x")]));
     undeclared.headers_mut().remove("lienthong-purpose");
     assert_eq!(call(&mut alice, undeclared).await.status(), "7");
+}
+
+#[tokio::test]
+async fn a_path_that_is_no_contract_method_is_unimplemented_and_recorded() {
+    let harness = Harness::start().await;
+    let mut alice = harness.alice().await;
+    let path = "/lienthong.test.v1.EchoService/Missing";
+    let answer = call(
+        &mut alice,
+        request(path, TestBody::full(vec![message(b"x")])),
+    )
+    .await;
+    assert_eq!(answer.status(), "12");
+    assert_eq!(
+        answer.message(),
+        format!("no method {path} in the contracts")
+    );
+    assert_eq!(answer.receipt(&harness.verifier).leaf_index(), 0);
+    assert!(harness.seen.calls().is_empty());
 }
 
 #[tokio::test]
