@@ -274,6 +274,7 @@ struct Harness {
     seen: Arc<Seen>,
     revoked: Issued,
     verifier: NoteVerifier,
+    audit: PathBuf,
 }
 
 fn temporary_folder() -> PathBuf {
@@ -376,7 +377,21 @@ impl Harness {
             seen,
             revoked,
             verifier,
+            audit,
         }
+    }
+
+    /// Every entry of the audit log, decoded, in leaf order.
+    fn entries(&self) -> Vec<serde_json::Value> {
+        let database = rusqlite::Connection::open(&self.audit).expect("the audit database");
+        let mut query = database
+            .prepare("SELECT entry FROM audit_entry ORDER BY leaf_index")
+            .expect("a query");
+        query
+            .query_map([], |row| row.get::<_, Vec<u8>>(0))
+            .expect("rows")
+            .map(|entry| serde_json::from_slice(&entry.expect("an entry")).expect("JSON"))
+            .collect()
     }
 
     /// An HTTP/2 connection to the gateway as the holder of `certificate`.
@@ -723,6 +738,44 @@ async fn a_request_body_that_stops_arriving_is_given_up() {
     assert_eq!(answer.status(), "4");
     assert!(answer.message().contains(&format!("{BODY_TIMEOUT_MS} ms")));
     drop(more);
+}
+
+#[tokio::test]
+async fn a_call_reset_by_its_caller_while_forwarded_is_recorded_cancelled() {
+    let harness = Harness::start().await;
+    let mut alice = harness.alice().await;
+    let (more, body) = TestBody::channel();
+    more.send(message(b"first")).expect("sent");
+    // The upstream answers once the request ends; the caller goes away before.
+    let pending = tokio::spawn(async move { alice.send_request(request(COLLECT, body)).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while harness.seen.calls().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never forwarded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pending.abort();
+    drop(more);
+    let cancelled = |entries: Vec<serde_json::Value>| {
+        entries
+            .iter()
+            .any(|entry| entry["method"] == COLLECT && entry["status"] == "CANCELLED")
+    };
+    while !cancelled(harness.entries()) {
+        assert!(tokio::time::Instant::now() < deadline, "never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entries = harness.entries();
+    let completion = entries
+        .iter()
+        .find(|entry| entry["status"] == "CANCELLED")
+        .expect("the completion");
+    let request_leaf = completion["request_leaf"]
+        .as_u64()
+        .expect("its request's leaf");
+    assert_eq!(
+        entries[usize::try_from(request_leaf).unwrap()]["kind"],
+        "request"
+    );
 }
 
 #[tokio::test]
