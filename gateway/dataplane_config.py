@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,18 +35,16 @@ class DataPlaneFiles:
 
 
 def write_dataplane_config(
-    config: GatewayConfig,
-    contract_methods: dict[str, Method],
-    upstream_identities: Mapping[str, str],
-    directory: Path,
+    config: GatewayConfig, contract_methods: dict[str, Method], directory: Path
 ) -> DataPlaneFiles:
     """Write the data plane's configuration and compiled policy into ``directory``.
 
-    ``upstream_identities`` maps each route's address to the SPIFFE ID its certificate must
-    carry. The policy is checked against ``contract_methods`` here (PolicyError if it is
-    wrong); the files are owner-only, as the rest of the gateway's configuration.
+    Every route needs the SPIFFE ID its upstream's certificate must carry
+    (``config.route_identities``). The policy is checked against ``contract_methods`` here
+    (PolicyError if it is wrong); the files are owner-only, as the rest of the gateway's
+    configuration.
     """
-    missing = sorted(set(config.routes.values()) - set(upstream_identities))
+    missing = sorted(set(config.routes) - set(config.route_identities))
     if missing:
         raise ValueError(f"no upstream identity for {', '.join(missing)}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -68,7 +65,7 @@ def write_dataplane_config(
         },
         "metrics_listen": config.metrics_listen,
         "routes": {
-            service: {"address": address, "identity": upstream_identities[address]}
+            service: {"address": address, "identity": config.route_identities[service]}
             for service, address in sorted(config.routes.items())
         },
         "limits": {

@@ -265,7 +265,16 @@ def _policy_check(path: Path) -> int:
 def _serve(arguments: argparse.Namespace, config: StackConfig) -> int:
     configure_logging(arguments.service)
     # Each service imports only its own composition root.
-    if arguments.service == "gateway":
+    if arguments.service == "gateway" and config.gateway.data_plane == "compiled":
+        from gateway.compiled import exec_compiled  # noqa: PLC0415
+        from gateway.policy import PolicyError  # noqa: PLC0415
+
+        try:
+            exec_compiled(config.gateway)
+        except (ConfigError, PolicyError) as error:
+            sys.stderr.write(f"lienthong: {error}\n")
+            return 2
+    elif arguments.service == "gateway":
         from gateway.server import serve  # noqa: PLC0415
 
         serve(config.gateway)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lienthong.identity import check_spiffe_id
 from lienthong.tls import TlsFiles
@@ -62,6 +62,11 @@ class GatewayConfig:
     crls: tuple[Path, ...] = ()
     metrics_listen: str | None = None
     limits: GatewayLimits = GatewayLimits()
+    # The SPIFFE ID each routed service's upstream must present, by service; the compiled
+    # data plane needs one for every route.
+    route_identities: dict[str, str] = field(default_factory=dict)
+    # Which gateway `lienthong serve gateway` runs: grpcio's, or lienthong-gateway (issue 15).
+    data_plane: Literal["python", "compiled"] = "python"
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,31 @@ def _value(text: str) -> object:
         return text
 
 
+def _routes(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each route's address and, when given, its upstream's identity.
+
+    A route is ``"host:port"`` or ``{ address = "host:port", identity = "spiffe://..." }``.
+    """
+    addresses: dict[str, str] = {}
+    identities: dict[str, str] = {}
+    for service, route in data.items():
+        if isinstance(route, str):
+            addresses[service] = route
+            continue
+        if not isinstance(route, dict) or set(route) != {"address", "identity"}:
+            raise ConfigError(
+                f"gateway.routes.{service} must be host:port or {{ address, identity }}"
+            )
+        if not isinstance(route["address"], str):
+            raise ConfigError(f"gateway.routes.{service}.address must be host:port")
+        try:
+            identities[service] = check_spiffe_id(str(route["identity"]))
+        except ValueError as error:
+            raise ConfigError(f"gateway.routes.{service}.identity: {error}") from None
+        addresses[service] = route["address"]
+    return addresses, identities
+
+
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackConfig:
     """Read and validate the configuration file at ``path``, with environment overrides."""
     try:
@@ -232,9 +262,13 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackCo
     data = apply_environment(data, os.environ if environ is None else environ)
     root = _Section(data, "", path.resolve().parent)
     gateway, justice, police = root.sub("gateway"), root.sub("justice"), root.sub("police")
-    routes = gateway.sub("routes").data
-    if not all(isinstance(value, str) for value in routes.values()):
-        raise ConfigError("gateway.routes values must be host:port strings")
+    routes, route_identities = _routes(gateway.sub("routes").data)
+    data_plane = gateway.data.get("data_plane", "python")
+    if data_plane not in ("python", "compiled"):
+        raise ConfigError('gateway.data_plane must be "python" or "compiled"')
+    if data_plane == "compiled" and set(route_identities) != set(routes):
+        missing = ", ".join(sorted(set(routes) - set(route_identities)))
+        raise ConfigError(f"gateway.routes: the compiled data plane needs an identity: {missing}")
     return StackConfig(
         source=path,
         pki_directory=root.path("pki_directory"),
@@ -244,7 +278,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackCo
             tls=gateway.tls("tls"),
             upstream_tls=gateway.tls("upstream_tls"),
             policy=gateway.path("policy"),
-            routes=dict(routes),
+            routes=routes,
+            route_identities=route_identities,
+            data_plane=data_plane,
             audit=AuditConfig(
                 database_url=gateway.sub("audit").database_url("database_url"),
                 signing_key=gateway.sub("audit").path("signing_key"),

@@ -27,6 +27,15 @@ def test_the_development_file_loads_with_sqlite_everywhere() -> None:
     assert config.justice.grace_window_hours == 24
 
 
+def test_each_route_names_its_upstreams_address_and_identity() -> None:
+    config = load_config(DEV, environ={})
+    service = "lienthong.population.v1.CitizenService"
+    assert config.gateway.routes[service] == "127.0.0.1:50071"
+    assert config.gateway.route_identities[service] == "spiffe://lienthong.local/mps/population"
+    assert set(config.gateway.route_identities) == set(config.gateway.routes)
+    assert config.gateway.data_plane == "python"
+
+
 def test_environment_variables_override_the_file() -> None:
     """Each service's database, a nested table and a number, by LIENTHONG__… variables."""
     environ = {
@@ -54,6 +63,22 @@ def test_environment_variables_override_the_file() -> None:
         ({"LIENTHONG__JUSTICE__LISTEN__PORT": "1"}, "listen is not a table"),
         ({"LIENTHONG____LISTEN": "x"}, "empty part"),
         ({"LIENTHONG__JUSTICE__ADMINISTRATORS": "[1]"}, "justice.administrators"),
+        ({"LIENTHONG__GATEWAY__DATA_PLANE": "rust"}, "gateway.data_plane"),
+        (
+            {
+                "LIENTHONG__GATEWAY__DATA_PLANE": "compiled",
+                "LIENTHONG__GATEWAY__ROUTES__LIENTHONG.POPULATION.V1.CITIZENSERVICE": "h:1",
+            },
+            "needs an identity: lienthong.population.v1.citizenservice",
+        ),
+        (
+            {"LIENTHONG__GATEWAY__ROUTES__A.B": '{ address = "h:1", identity = "x" }'},
+            "gateway.routes.a.b.identity",
+        ),
+        (
+            {"LIENTHONG__GATEWAY__ROUTES__A.B": '{ address = "h:1" }'},
+            "gateway.routes.a.b must be host:port or",
+        ),
     ],
 )
 def test_a_bad_override_is_refused_with_the_key_named(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from dataplane_build import built_binary
 from echo_upstream import (
     BIDI,
     CLIENT_STREAM,
@@ -55,22 +56,16 @@ from lienthong import metadata
 from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
 from lienthong.contracts import methods
 from lienthong.db import make_engine
-from lienthong.signed_note import NoteVerifier, parse_receipt
+from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
+from lienthong.signed_note import NoteVerifier, parse_checkpoint, parse_receipt
 from lienthong.tls import secure_channel
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 POPULATION = "spiffe://lienthong.local/mps/population"  # the echo upstream's certificate
 
 
 @pytest.fixture(scope="module")
 def binary() -> Path:
-    """The data plane, built (a no-op once `make test`'s cargo test built it)."""
-    subprocess.run(
-        ["cargo", "build", "--quiet", "--locked", "--bin", "lienthong-gateway"],
-        cwd=REPOSITORY,
-        check=True,
-    )
-    return REPOSITORY / "target" / "debug" / "lienthong-gateway"
+    return built_binary()
 
 
 @dataclass
@@ -108,14 +103,13 @@ def _start(
         upstream_tls=tls_of(pki, "gateway-client"),
         policy=policy,
         routes={SERVICE: upstream},
+        route_identities={SERVICE: upstream_identity},
         audit=AuditConfig(audit_url, pki.directory / "audit-log.key"),
         crls=(pki.directory / "crl.pem",),
         limits=limits,
         metrics_listen=metrics_address,
     )
-    files = write_dataplane_config(
-        config, {**methods(), **METHODS}, {upstream: upstream_identity}, directory / "dataplane"
-    )
+    files = write_dataplane_config(config, {**methods(), **METHODS}, directory / "dataplane")
     log = (directory / "dataplane.log").open("wb")
     process = subprocess.Popen(
         [str(binary), "--config", str(files.config)], stdout=log, stderr=subprocess.STDOUT
@@ -542,3 +536,94 @@ def test_sigterm_lets_the_calls_in_flight_finish_then_stops(binary: Path, tmp_pa
             engine.dispose()
         assert verified.ok, verified.problems
         assert [entry.status for entry in entries if entry.method == CLIENT_STREAM] == [None, "OK"]
+
+
+def test_the_audit_service_proves_the_callers_receipts_against_signed_checkpoints(
+    proxy: Proxy,
+) -> None:
+    """GetLatestCheckpoint, GetInclusionProof and GetConsistencyProof answered by the binary
+    and checked by Python's own RFC 9162 verifier and note reader; out-of-range requests
+    answer INVALID_ARGUMENT with the field, or OUT_OF_RANGE; each call is recorded."""
+    audit = (("lienthong-purpose", "audit"),)
+    verifier = NoteVerifier((proxy.pki.directory / "audit-log.vkey").read_text().strip())
+    with proxy.channel() as channel:
+        _, call = channel.unary_unary(UNARY).with_call(b"proven", timeout=10, metadata=PURPOSE)
+        receipt_note = dict(call.trailing_metadata() or ())[metadata.RECEIPT]
+        receipt = parse_receipt(verifier.open(bytes(receipt_note).decode("utf-8")))
+        stub = audit_service_pb2_grpc.AuditServiceStub(channel)
+        first = stub.GetLatestCheckpoint(
+            audit_service_pb2.GetLatestCheckpointRequest(), timeout=10, metadata=audit
+        ).checkpoint
+        signed = parse_checkpoint(verifier.open(first.signed_note))
+        assert (signed.tree_size, signed.root_hash) == (first.tree_size, first.root_hash)
+        assert first.tree_size > receipt.leaf_index
+        proof = stub.GetInclusionProof(
+            audit_service_pb2.GetInclusionProofRequest(
+                leaf_index=receipt.leaf_index, tree_size=first.tree_size
+            ),
+            timeout=10,
+            metadata=audit,
+        )
+        assert proof.leaf_hash == receipt.leaf_hash
+        assert merkle.verify_inclusion(
+            receipt.leaf_hash, receipt.leaf_index, first.tree_size, proof.hashes, first.root_hash
+        )
+        later = stub.GetLatestCheckpoint(
+            audit_service_pb2.GetLatestCheckpointRequest(), timeout=10, metadata=audit
+        ).checkpoint
+        assert later.tree_size > first.tree_size  # the first call to the service is in it
+        consistency = stub.GetConsistencyProof(
+            audit_service_pb2.GetConsistencyProofRequest(
+                first_tree_size=first.tree_size, second_tree_size=later.tree_size
+            ),
+            timeout=10,
+            metadata=audit,
+        )
+        assert merkle.verify_consistency(
+            first.tree_size,
+            later.tree_size,
+            first.root_hash,
+            later.root_hash,
+            consistency.hashes,
+        )
+        with pytest.raises(grpc.RpcError) as invalid:
+            stub.GetInclusionProof(
+                audit_service_pb2.GetInclusionProofRequest(leaf_index=5, tree_size=5),
+                timeout=10,
+                metadata=audit,
+            )
+        with pytest.raises(grpc.RpcError) as beyond:
+            stub.GetConsistencyProof(
+                audit_service_pb2.GetConsistencyProofRequest(
+                    first_tree_size=1, second_tree_size=later.tree_size + 1000
+                ),
+                timeout=10,
+                metadata=audit,
+            )
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(invalid.value)  # type: ignore[arg-type]
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad_request) for detail in status.details)
+    assert [violation.field for violation in bad_request.field_violations] == ["leaf_index"]
+    assert beyond.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    engine = make_engine(proxy.audit_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT entry FROM audit_entry WHERE method LIKE :m"),
+                {"m": "/lienthong.gateway.v1.AuditService/%"},
+            ).scalars()
+            entries = [AuditEntry.decode(bytes(row)) for row in rows]
+    finally:
+        engine.dispose()
+    completions = [entry for entry in entries if entry.status is not None]
+    assert [entry.status for entry in completions] == [
+        "OK",
+        "OK",
+        "OK",
+        "OK",
+        "INVALID_ARGUMENT",
+        "OUT_OF_RANGE",
+    ]
+    assert {entry.upstream for entry in entries} == {"local"}

@@ -11,8 +11,11 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+from dataplane_build import built_binary
 from dev_config import write_dev_config
 
+from gateway.compiled import BINARY_VARIABLE
 from justice_adapter.registry import unit_of_code
 from lienthong.demo import SAMPLES
 from lienthong.reference import code_lists
@@ -37,16 +40,23 @@ def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> 
     return "".join(lines)
 
 
+@pytest.mark.parametrize("data_plane", ["python", "compiled"])
 def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_on_ctrl_c(
-    tmp_path: Path,
+    tmp_path: Path, data_plane: str
 ) -> None:
+    """The same stack and the same checks with either gateway: grpcio's, or lienthong-gateway
+    (`data_plane = "compiled"`, issue 15)."""
     # The configuration `make run` uses, on free ports and in this test's directory.
     config = write_dev_config(tmp_path, tmp_path / "pki", {})
+    environment = {**os.environ, "LIENTHONG__GATEWAY__DATA_PLANE": data_plane}
+    if data_plane == "compiled":
+        environment[BINARY_VARIABLE] = str(built_binary())
     with subprocess.Popen(
         [sys.executable, "-m", "lienthong.cli", "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=environment,
         start_new_session=True,  # so that a failed test can stop the services too
     ) as process:
         try:

@@ -8,7 +8,6 @@
 //! is bounded first (`entry::TEXT_LIMITS`).
 
 use std::borrow::Cow;
-use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +19,7 @@ use crate::audit::{Appended, AuditError, AuditStore};
 use crate::entry::{bounded, AuditEntry, Kind, FORMAT_VERSION, TEXT_LIMITS};
 use crate::handshake;
 use crate::limits::Slot;
+use crate::log;
 use crate::messages::MessageDigest;
 use crate::metadata;
 use crate::metrics::{InFlight, Metrics, UNKNOWN};
@@ -85,15 +85,17 @@ impl Auditor {
         if !queued {
             self.metrics.handshake_not_recorded();
         }
-        log_line(&serde_json::json!({
-            "event": "tls_handshake_refused",
-            "level": "warning",
-            "leg": "caller",
-            "peer": peer.to_string(),
-            "reason": reason,
-            "exchange_id": entry.exchange_id,
-            "recorded": queued,
-        }));
+        log::event(
+            "warning",
+            "tls_handshake_refused",
+            serde_json::json!({
+                "leg": "caller",
+                "peer": peer.to_string(),
+                "reason": reason,
+                "exchange_id": entry.exchange_id,
+                "recorded": queued,
+            }),
+        );
     }
 
     fn receipt(&self, appended: Appended, exchange_id: &str) -> Option<HeaderValue> {
@@ -263,12 +265,14 @@ impl Exchange {
                 self.auditor.receipt(appended, self.id()),
             ),
             Err(error) => {
-                log_line(&serde_json::json!({
-                    "event": "exchange_not_recorded",
-                    "level": "error",
-                    "exchange_id": self.id(),
-                    "error": error.to_string(),
-                }));
+                log::event(
+                    "error",
+                    "exchange_not_recorded",
+                    serde_json::json!({
+                        "exchange_id": self.id(),
+                        "error": error.to_string(),
+                    }),
+                );
                 (None, None)
             }
         };
@@ -316,25 +320,27 @@ impl Exchange {
 
     fn log(&self, completion: &AuditEntry, leaf_index: Option<u64>) {
         let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
-        log_line(&serde_json::json!({
-            "event": "exchange",
-            "level": "info",
-            "exchange_id": completion.exchange_id,
-            "leaf_index": leaf_index,
-            "request_leaf": completion.request_leaf,
-            "caller": completion.caller,
-            "upstream": completion.upstream,
-            "method": completion.method,
-            "purpose": completion.purpose,
-            "on_behalf_of": completion.on_behalf_of,
-            "request_id": completion.request_id,
-            "status": completion.status,
-            "duration_ms": (elapsed * 1000.0).round() / 1000.0,
-            "request_bytes": completion.request_bytes,
-            "response_bytes": completion.response_bytes,
-            "request_sha256": completion.request_sha256,
-            "response_sha256": completion.response_sha256,
-        }));
+        log::event(
+            "info",
+            "exchange",
+            serde_json::json!({
+                "exchange_id": completion.exchange_id,
+                "leaf_index": leaf_index,
+                "request_leaf": completion.request_leaf,
+                "caller": completion.caller,
+                "upstream": completion.upstream,
+                "method": completion.method,
+                "purpose": completion.purpose,
+                "on_behalf_of": completion.on_behalf_of,
+                "request_id": completion.request_id,
+                "status": completion.status,
+                "duration_ms": (elapsed * 1000.0).round() / 1000.0,
+                "request_bytes": completion.request_bytes,
+                "response_bytes": completion.response_bytes,
+                "request_sha256": completion.request_sha256,
+                "response_sha256": completion.response_sha256,
+            }),
+        );
     }
 }
 
@@ -349,12 +355,14 @@ impl Drop for Exchange {
         let completion = self.completion(1, &MessageDigest::default());
         let queued = self.auditor.store.submit(&completion).is_ok();
         if !queued {
-            log_line(&serde_json::json!({
-                "event": "exchange_not_recorded",
-                "level": "error",
-                "exchange_id": self.id(),
-                "error": "the audit log refused the completion",
-            }));
+            log::event(
+                "error",
+                "exchange_not_recorded",
+                serde_json::json!({
+                    "exchange_id": self.id(),
+                    "error": "the audit log refused the completion",
+                }),
+            );
         }
         self.log(&completion, None);
     }
@@ -367,14 +375,6 @@ fn limited<'a>(field: &str, text: &'a str) -> Cow<'a, str> {
         .find(|(name, _)| *name == field)
         .map_or(usize::MAX, |(_, limit)| *limit);
     bounded(text, limit)
-}
-
-/// One JSON line on standard output, as the Python services log (`lienthong/logs.py`).
-fn log_line(fields: &serde_json::Value) {
-    let mut line = fields.to_string();
-    line.push('\n');
-    // A log that cannot be written must not fail the call it describes.
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
 /// `moment` in UTC as entries record times: RFC 3339 with microseconds and `Z`.

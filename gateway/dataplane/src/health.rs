@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use prost::Message as _;
 
 use crate::body::RequestBody;
+use crate::messages::{frame, unframe};
 use crate::status::grpc_status;
 use crate::upstream::Upstream;
 use crate::wire::{HealthCheckRequest, HealthCheckResponse};
@@ -42,7 +43,7 @@ pub enum Serving {
 /// `None` unless the body is exactly one uncompressed, well-formed message.
 #[must_use]
 pub fn requested_service(body: &[u8]) -> Option<String> {
-    HealthCheckRequest::decode(unframed(body)?)
+    HealthCheckRequest::decode(unframe(body)?)
         .ok()
         .map(|request| request.service)
 }
@@ -54,7 +55,7 @@ pub fn response(status: Serving) -> Bytes {
         Serving::Serving => 1,
         Serving::NotServing => 2,
     };
-    framed(&HealthCheckResponse { status }.encode_to_vec())
+    frame(&HealthCheckResponse { status }.encode_to_vec())
 }
 
 /// Whether `upstream` answers, within [`POLL_INTERVAL`], that it serves `service`: a
@@ -72,7 +73,7 @@ pub async fn upstream_serving(upstream: &Upstream, authority: &Authority, servic
             .path_and_query(CHECK)
             .build()
             .ok()?;
-        let mut request = Request::new(RequestBody::own(framed(&message.encode_to_vec())));
+        let mut request = Request::new(RequestBody::own(frame(&message.encode_to_vec())));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         *request.version_mut() = http::Version::HTTP_2;
@@ -93,7 +94,7 @@ pub async fn upstream_serving(upstream: &Upstream, authority: &Authority, servic
         if answer.trailers().and_then(grpc_status) != Some(0) {
             return None;
         }
-        let reply = HealthCheckResponse::decode(unframed(&answer.to_bytes())?).ok()?;
+        let reply = HealthCheckResponse::decode(unframe(&answer.to_bytes())?).ok()?;
         Some(reply.status == 1)
     };
     tokio::time::timeout(POLL_INTERVAL, check)
@@ -103,30 +104,12 @@ pub async fn upstream_serving(upstream: &Upstream, authority: &Authority, servic
         .unwrap_or(false)
 }
 
-/// One gRPC message frame: uncompressed, its length, the message.
-fn framed(message: &[u8]) -> Bytes {
-    let mut framed = Vec::with_capacity(5 + message.len());
-    framed.push(0);
-    // Health messages are a few bytes: the length fits a u32.
-    framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
-    framed.extend_from_slice(message);
-    Bytes::from(framed)
-}
-
-/// The message of a body that is exactly one uncompressed frame.
-fn unframed(body: &[u8]) -> Option<&[u8]> {
-    let (&compressed, rest) = body.split_first()?;
-    let (length, message) = rest.split_at_checked(4)?;
-    let length = usize::try_from(u32::from_be_bytes(length.try_into().ok()?)).ok()?;
-    (compressed == 0 && message.len() == length).then_some(message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn framed(message: &[u8]) -> Vec<u8> {
-        super::framed(message).to_vec()
+        frame(message).to_vec()
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod audit_service;
 pub mod body;
 pub mod config;
 pub mod entry;
@@ -22,6 +23,7 @@ pub mod handshake;
 pub mod health;
 pub mod identity;
 pub mod limits;
+pub mod log;
 pub mod merkle;
 pub mod messages;
 pub mod metadata;

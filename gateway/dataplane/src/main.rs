@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lienthong_dataplane::config::Config;
-use lienthong_dataplane::metrics;
 use lienthong_dataplane::proxy::{serve, Gateway};
+use lienthong_dataplane::{log, metrics};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -46,7 +46,11 @@ fn run(arguments: Vec<OsString>) -> Result<(), String> {
                 .await
                 .map_err(|error| format!("cannot serve metrics on {address}: {error}"))?;
             tokio::spawn(metrics::serve(gateway.metrics(), endpoint));
-            eprintln!("lienthong-gateway: metrics on http://{address}/metrics");
+            log::event(
+                "info",
+                "metrics_started",
+                serde_json::json!({"address": address.to_string()}),
+            );
         }
         let mut terminate = signal(SignalKind::terminate())
             .map_err(|error| format!("cannot handle SIGTERM: {error}"))?;
@@ -56,7 +60,11 @@ fn run(arguments: Vec<OsString>) -> Result<(), String> {
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        eprintln!("lienthong-gateway: listening on {}", config.listen);
+        log::event(
+            "info",
+            "server_started",
+            serde_json::json!({"server": "gateway", "port": config.listen.port()}),
+        );
         serve(gateway, listener, stop).await;
         Ok::<(), String>(())
     })?;

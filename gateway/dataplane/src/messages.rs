@@ -6,6 +6,7 @@
 //! the SHA-256 of the messages one after the other, prefixes left out, as
 //! `gateway/exchange_log.py` computes them from the messages grpcio hands it.
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 /// The five bytes before each message.
@@ -71,6 +72,26 @@ impl MessageDigest {
     pub fn hex(&self) -> String {
         hex::encode(self.digest.clone().finalize())
     }
+}
+
+/// One gRPC message frame: uncompressed, its length, the message.
+#[must_use]
+pub fn frame(message: &[u8]) -> Bytes {
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    // The gateway's own messages are a few bytes: the length fits a u32.
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
+    framed.extend_from_slice(message);
+    Bytes::from(framed)
+}
+
+/// The message of a body that is exactly one uncompressed frame.
+#[must_use]
+pub fn unframe(body: &[u8]) -> Option<&[u8]> {
+    let (&compressed, rest) = body.split_first()?;
+    let (length, message) = rest.split_at_checked(4)?;
+    let length = usize::try_from(u32::from_be_bytes(length.try_into().ok()?)).ok()?;
+    (compressed == 0 && message.len() == length).then_some(message)
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use crate::audit::postgres::PostgresConnector;
 use crate::audit::sqlite::SqliteConnector;
 use crate::audit::store::Connector;
 use crate::audit::{AuditError, AuditStore, StoreOptions};
+use crate::audit_service;
 use crate::body::{self, drop_lienthong, RequestBody, ResponseBody};
 use crate::config::{Cardinality, Config, Limits};
 use crate::entry::bounded;
@@ -41,7 +42,8 @@ use crate::exchange::{Auditor, Exchange};
 use crate::handshake;
 use crate::health;
 use crate::limits::{CallerLimits, Rejection};
-use crate::messages::MessageDigest;
+use crate::log;
+use crate::messages::{self, MessageDigest};
 use crate::metadata;
 use crate::metrics::Metrics;
 use crate::note::{NoteError, NoteSigner};
@@ -129,6 +131,14 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Told to stop: health answers `NOT_SERVING` while calls in flight finish.
     draining: AtomicBool,
+}
+
+/// Where an admitted call goes.
+enum Target<'g> {
+    /// Forwarded over the route.
+    Upstream(&'g Route),
+    /// Answered by the gateway itself (`audit_service`).
+    Local,
 }
 
 /// Where a service goes: its upstream's connection, shared by every service it serves.
@@ -268,7 +278,11 @@ pub fn serve(
                         tokio::spawn(connection(gateway.clone(), tcp, peer, graceful.watcher()));
                     }
                     Err(error) => {
-                        eprintln!("lienthong-gateway: accept failed: {error}");
+                        log::event(
+                            "error",
+                            "accept_failed",
+                            serde_json::json!({"error": error.to_string()}),
+                        );
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
                 },
@@ -277,9 +291,10 @@ pub fn serve(
         }
         drop(listener);
         gateway.draining.store(true, Ordering::Relaxed);
-        eprintln!(
-            "lienthong-gateway: draining, up to {} s for calls in flight",
-            DRAIN.as_secs()
+        log::event(
+            "info",
+            "server_draining",
+            serde_json::json!({"server": "gateway", "grace_seconds": DRAIN.as_secs()}),
         );
         let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
         polling.abort();
@@ -384,7 +399,11 @@ impl Gateway {
             return self.refuse(exchange, connection, status).await;
         }
         let decided = admission::admit(peer, path, &parts.headers, &self.policy, |service| {
-            self.routes.get(service)
+            if service == audit_service::SERVICE {
+                Some(Target::Local)
+            } else {
+                self.routes.get(service).map(Target::Upstream)
+            }
         })
         .and_then(|admitted| match self.callers.admit(admitted.caller) {
             Ok(slot) => Ok((admitted, slot)),
@@ -396,7 +415,31 @@ impl Gateway {
             Err(status) => return self.refuse(exchange, connection, status).await,
         };
         exchange.holds(slot);
-        let route = admitted.route;
+        let route = match admitted.route {
+            Target::Upstream(route) => route,
+            Target::Local => return self.serve_locally(exchange, body).await,
+        };
+        self.forward(
+            exchange,
+            &parts,
+            body,
+            admitted.caller,
+            admitted.service,
+            route,
+        )
+        .await
+    }
+
+    /// Forward an admitted call over `route`, its request entry recorded first.
+    async fn forward(
+        &self,
+        mut exchange: Exchange,
+        parts: &http::request::Parts,
+        body: Incoming,
+        caller: &str,
+        service: &str,
+        route: &Route,
+    ) -> Response<ResponseBody> {
         exchange.routed_to(&route.identity);
         if exchange.record_request().await.is_err() {
             let status = Status::new(
@@ -411,7 +454,7 @@ impl Gateway {
             Status::new(
                 Code::Unavailable,
                 "UPSTREAM_UNAVAILABLE",
-                format!("{} is unavailable", admitted.service),
+                format!("{service} is unavailable"),
             )
         };
         let timed_out = Arc::new(AtomicBool::new(false));
@@ -421,8 +464,7 @@ impl Gateway {
             timed_out.clone(),
             exchange.request_digest(),
         );
-        let Some(request) = upstream_request(&parts, body, admitted.caller, &route.authority)
-        else {
+        let Some(request) = upstream_request(parts, body, caller, &route.authority) else {
             return answer(
                 &exchange,
                 Status::new(Code::Internal, "INTERNAL", "internal error"),
@@ -435,10 +477,14 @@ impl Gateway {
             Err(error) => {
                 // The address goes to the operator's log, never to the caller; once per
                 // attempt, not once per call failed fast after it.
-                eprintln!(
-                    "lienthong-gateway: upstream of {} at {}: {error}",
-                    admitted.service,
-                    route.upstream.address()
+                log::event(
+                    "warning",
+                    "upstream_unreachable",
+                    serde_json::json!({
+                        "service": service,
+                        "address": route.upstream.address(),
+                        "error": error.to_string(),
+                    }),
                 );
                 return answer(&exchange, unavailable()).await;
             }
@@ -463,6 +509,74 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Answer an admitted call to the gateway's own `AuditService`: its request entry
+    /// recorded, its one message read within the request body timeout and
+    /// [`audit_service::MAX_REQUEST`] bytes, the answer computed off the async threads, its
+    /// completion and receipt recorded before the status.
+    async fn serve_locally(
+        &self,
+        mut exchange: Exchange,
+        body: Incoming,
+    ) -> Response<ResponseBody> {
+        exchange.routed_to(audit_service::UPSTREAM);
+        if exchange.record_request().await.is_err() {
+            let status = Status::new(
+                Code::Unavailable,
+                "AUDIT_UNAVAILABLE",
+                "the audit log is unavailable; the call was not answered",
+            );
+            return answer(&Arc::new(exchange), status).await;
+        }
+        let exchange = Arc::new(exchange);
+        let read = Limited::new(body, audit_service::MAX_REQUEST).collect();
+        let request = if let Ok(Ok(collected)) =
+            tokio::time::timeout(self.limits.request_body_timeout(), read).await
+        {
+            collected.to_bytes()
+        } else {
+            {
+                let status =
+                    Status::new(Code::InvalidArgument, "INVALID_ARGUMENT", "invalid request")
+                        .with_violation("", "not one request message in time");
+                return answer(&exchange, status).await;
+            }
+        };
+        exchange
+            .request_digest()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .update(&request);
+        let Some(message) = messages::unframe(&request).map(<[u8]>::to_vec) else {
+            let status = Status::new(Code::InvalidArgument, "INVALID_ARGUMENT", "invalid request")
+                .with_violation("", "not one uncompressed request message");
+            return answer(&exchange, status).await;
+        };
+        let auditor = self.auditor();
+        let path = exchange.method_label();
+        let answered = tokio::task::spawn_blocking(move || {
+            audit_service::answer(auditor.store(), path, &message)
+        })
+        .await;
+        let response = match answered {
+            Ok(Ok(response)) => messages::frame(&response),
+            Ok(Err(status)) => return answer(&exchange, status).await,
+            Err(_) => {
+                let status = Status::new(Code::Internal, "INTERNAL", "internal error");
+                return answer(&exchange, status).await;
+            }
+        };
+        let mut digest = MessageDigest::default();
+        digest.update(&response);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let trailers = body::finish(exchange, digest, trailers, 0).await;
+        let mut answer = Response::new(ResponseBody::message(response, trailers));
+        answer
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        answer
+    }
+
     /// Answer a call refused on its headers with `status`, its completion recorded first.
     ///
     /// The refusal is charged to its caller, or to `connection` for a certificate without an

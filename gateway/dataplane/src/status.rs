@@ -13,12 +13,13 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use prost::Message as _;
 
-use crate::wire::{Any, ErrorInfo, RpcStatus};
+use crate::wire::{Any, BadRequest, ErrorInfo, FieldViolation, RpcStatus};
 
 /// The `ErrorInfo` domain of the gateway's refusals (`gateway/forwarding.py`'s `DOMAIN`).
 pub const DOMAIN: &str = "gateway.lienthong.gov.vn";
 
 const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 /// The gRPC status codes the gateway answers with itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub enum Code {
     PermissionDenied,
     /// 8: the caller is over its limits.
     ResourceExhausted,
+    /// 11: the request names something past what exists (a tree beyond its checkpoint).
+    OutOfRange,
     /// 12: no upstream serves the service.
     Unimplemented,
     /// 13: the gateway failed.
@@ -53,6 +56,7 @@ impl Code {
             Code::NotFound => 5,
             Code::PermissionDenied => 7,
             Code::ResourceExhausted => 8,
+            Code::OutOfRange => 11,
             Code::Unimplemented => 12,
             Code::Internal => 13,
             Code::Unavailable => 14,
@@ -122,6 +126,8 @@ pub struct Status {
     pub message: String,
     /// The `ErrorInfo`'s metadata (`retry_after_seconds`, ...).
     pub metadata: Vec<(&'static str, String)>,
+    /// The request's fields that are wrong, and why: a `BadRequest` detail when any.
+    pub violations: Vec<(String, String)>,
 }
 
 impl Status {
@@ -132,7 +138,16 @@ impl Status {
             reason,
             message: message.into(),
             metadata: Vec::new(),
+            violations: Vec::new(),
         }
+    }
+
+    /// The same status with a field violation (`field` may be empty: the whole request).
+    #[must_use]
+    pub fn with_violation(mut self, field: &str, description: &str) -> Self {
+        self.violations
+            .push((field.to_owned(), description.to_owned()));
+        self
     }
 
     /// The same status with `key: value` in its `ErrorInfo`'s metadata.
@@ -182,13 +197,30 @@ impl Status {
                 .map(|(key, value)| ((*key).to_owned(), value.clone()))
                 .collect(),
         };
+        let mut details = vec![Any {
+            type_url: ERROR_INFO_TYPE.to_owned(),
+            value: error_info.encode_to_vec(),
+        }];
+        if !self.violations.is_empty() {
+            let bad_request = BadRequest {
+                field_violations: self
+                    .violations
+                    .iter()
+                    .map(|(field, description)| FieldViolation {
+                        field: field.clone(),
+                        description: description.clone(),
+                    })
+                    .collect(),
+            };
+            details.push(Any {
+                type_url: BAD_REQUEST_TYPE.to_owned(),
+                value: bad_request.encode_to_vec(),
+            });
+        }
         RpcStatus {
             code: i32::from(self.code.number()),
             message: self.message.clone(),
-            details: vec![Any {
-                type_url: ERROR_INFO_TYPE.to_owned(),
-                value: error_info.encode_to_vec(),
-            }],
+            details,
         }
         .encode_to_vec()
     }

@@ -1,6 +1,7 @@
 //! The few protobuf messages the gateway itself reads or writes, derived with prost from
 //! their `.proto` definitions (`google/rpc/status.proto`, `error_details.proto`, `any.proto`,
-//! `grpc/health/v1/health.proto`); every other message passes through unparsed.
+//! `grpc/health/v1/health.proto`, `lienthong/gateway/v1/audit_service.proto`); every other
+//! message passes through unparsed.
 
 use std::collections::BTreeMap;
 
@@ -47,4 +48,86 @@ pub struct HealthCheckRequest {
 pub struct HealthCheckResponse {
     #[prost(int32, tag = "1")]
     pub status: i32,
+}
+
+/// `google.rpc.BadRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BadRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub field_violations: Vec<FieldViolation>,
+}
+
+/// `google.rpc.BadRequest.FieldViolation`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FieldViolation {
+    #[prost(string, tag = "1")]
+    pub field: String,
+    #[prost(string, tag = "2")]
+    pub description: String,
+}
+
+/// `lienthong.gateway.v1.Checkpoint`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Checkpoint {
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    #[prost(int64, tag = "2")]
+    pub tree_size: i64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub root_hash: Vec<u8>,
+    #[prost(string, tag = "4")]
+    pub signed_note: String,
+}
+
+/// `lienthong.gateway.v1.GetLatestCheckpointRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetLatestCheckpointRequest {}
+
+/// `lienthong.gateway.v1.GetLatestCheckpointResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetLatestCheckpointResponse {
+    #[prost(message, optional, tag = "1")]
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// `lienthong.gateway.v1.GetInclusionProofRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetInclusionProofRequest {
+    #[prost(int64, tag = "1")]
+    pub leaf_index: i64,
+    #[prost(int64, tag = "2")]
+    pub tree_size: i64,
+}
+
+/// `lienthong.gateway.v1.GetInclusionProofResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetInclusionProofResponse {
+    #[prost(int64, tag = "1")]
+    pub leaf_index: i64,
+    #[prost(int64, tag = "2")]
+    pub tree_size: i64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub leaf_hash: Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub hashes: Vec<Vec<u8>>,
+}
+
+/// `lienthong.gateway.v1.GetConsistencyProofRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetConsistencyProofRequest {
+    #[prost(int64, tag = "1")]
+    pub first_tree_size: i64,
+    #[prost(int64, tag = "2")]
+    pub second_tree_size: i64,
+}
+
+/// `lienthong.gateway.v1.GetConsistencyProofResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetConsistencyProofResponse {
+    #[prost(int64, tag = "1")]
+    pub first_tree_size: i64,
+    #[prost(int64, tag = "2")]
+    pub second_tree_size: i64,
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub hashes: Vec<Vec<u8>>,
 }

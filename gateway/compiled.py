@@ -1,0 +1,59 @@
+"""`lienthong serve gateway` with ``data_plane = "compiled"``: lienthong-gateway in its place.
+
+The control plane checks the configuration and compiles the policy
+(gateway/dataplane_config.py), then execs the binary, so that the supervisor's signals
+(SIGTERM: drain) reach the data plane itself and its exit status is the service's
+(issue 15).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+from gateway.dataplane_config import write_dataplane_config
+from lienthong.config import ConfigError, GatewayConfig
+from lienthong.contracts import methods
+
+BINARY = "lienthong-gateway"
+# Set to the binary's path to run another build than the repository's newest.
+BINARY_VARIABLE = "LIENTHONG_GATEWAY_BINARY"
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def binary() -> Path:
+    """The binary to run: the variable's, else the repository's newest build, else PATH's."""
+    chosen = os.environ.get(BINARY_VARIABLE)
+    if chosen:
+        return Path(chosen)
+    builds = [
+        path
+        for path in (REPOSITORY / "target" / profile / BINARY for profile in ("release", "debug"))
+        if path.is_file()
+    ]
+    if builds:
+        return max(builds, key=lambda path: path.stat().st_mtime)
+    found = shutil.which(BINARY)
+    if found is None:
+        raise ConfigError(
+            f"{BINARY} is not built: run `cargo build --release --bin {BINARY}`"
+            f" or set {BINARY_VARIABLE}"
+        )
+    return Path(found)
+
+
+def exec_compiled(config: GatewayConfig) -> NoReturn:
+    """Write the data plane's configuration (owner-only, in a folder of its own) and exec it.
+
+    The binary reads every file at start; the folder stays for the operator to read.
+    """
+    program = binary()
+    directory = Path(tempfile.mkdtemp(prefix="lienthong-gateway-"))
+    try:
+        files = write_dataplane_config(config, methods(), directory)
+    except ValueError as error:
+        raise ConfigError(f"gateway: {error}") from None
+    os.execv(program, [str(program), "--config", str(files.config)])  # noqa: S606
