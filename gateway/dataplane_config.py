@@ -75,6 +75,9 @@ def write_dataplane_config(
             "rate_per_second": config.limits.rate_per_second,
             "burst": config.limits.burst,
             "max_concurrent": config.limits.max_concurrent,
+            "max_message_bytes": config.limits.max_message_bytes,
+            "upstream_timeout_ms": round(config.limits.upstream_timeout * 1000),
+            "stream_timeout_ms": round(config.limits.stream_timeout * 1000),
         },
         "audit": {
             "database_url": _absolute(config.audit.database_url),

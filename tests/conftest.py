@@ -50,10 +50,32 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAn
     return ModulesAndLongTests(config, log)
 
 
+# The gateway tests the compiled data plane does not pass yet (issue 15), and why: they run,
+# they are expected to fail, and one that passes fails the suite, so the list only shrinks.
+NOT_YET_COMPILED = {
+    "test_gateway.py::test_the_policy_reloads_without_restart[compiled]": "policy reload",
+    "test_gateway.py::test_a_certificate_revoked_while_the_gateway_runs_is_refused_within_a"
+    "_second[compiled]": "CRL reload",
+    "test_gateway.py::test_the_server_certificate_and_ca_bundle_rotate_without_restart"
+    "[compiled]": "certificate reload",
+    "test_gateway.py::test_the_upstream_client_certificate_rotates_without_restart[compiled]": (
+        "certificate reload"
+    ),
+    "test_gateway.py::test_reflection_lists_the_contract_services[compiled]": "reflection",
+    "test_audit.py::test_a_caller_lists_its_own_exchanges_only[compiled]": "ListExchanges",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the longest modules first, each in its order; the rest keep theirs."""
+    """Put the longest modules first, each in its order; the rest keep theirs. Mark the
+    NOT_YET_COMPILED tests."""
     place = {name: rank for rank, name in enumerate(LONGEST_MODULES)}
     items.sort(key=lambda item: place.get(item.path.name, len(place)))
+    for item in items:
+        missing = NOT_YET_COMPILED.get(f"{item.path.name}::{item.name}")
+        if missing is not None:
+            reason = f"not yet in lienthong-gateway: {missing}"
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001 - the hook's signature

@@ -36,6 +36,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from grpc_status import rpc_status
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
 from stack import tls_of
 
 from certs.pki import (
@@ -354,17 +356,30 @@ def test_metrics_count_requests_rejections_and_latency(make_setup) -> None:
     with setup.channel() as channel:
         for _ in range(3):
             _code_of(lambda: _unary(channel))
-    port = setup.gateway.metrics_port
+    samples = _scrape(setup.gateway.metrics_port)
+    assert samples[("lienthong_gateway_requests_total", PORTAL, "OK", UNARY)] == 2
+    rejected = ("lienthong_gateway_rejections_total", PORTAL, UNARY, "RATE_LIMITED")
+    assert samples[rejected] == 1
+    assert samples[("lienthong_gateway_request_duration_seconds_count", UNARY)] == 2
+    assert samples[("lienthong_gateway_in_flight_requests", PORTAL)] == 0
+
+
+def _scrape(port: int) -> dict[tuple[str, ...], float]:
+    """Every sample of /metrics, by name and label values in label-name order; the Prometheus
+    text format or OpenMetrics (the compiled data plane's), as the Content-Type says."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        kind = response.headers["Content-Type"]
         text = response.read().decode()
-    assert (
-        f'lienthong_gateway_requests_total{{caller="{PORTAL}",code="OK",method="{UNARY}"}} 2.0'
-        in text
+    parse = (
+        openmetrics_parser.text_string_to_metric_families
+        if kind.startswith("application/openmetrics-text")
+        else text_string_to_metric_families
     )
-    rejected = f'caller="{PORTAL}",method="{UNARY}",reason="RATE_LIMITED"'
-    assert f"lienthong_gateway_rejections_total{{{rejected}}} 1.0" in text
-    assert f'lienthong_gateway_request_duration_seconds_count{{method="{UNARY}"}} 2.0' in text
-    assert f'lienthong_gateway_in_flight_requests{{caller="{PORTAL}"}} 0.0' in text
+    return {
+        (sample.name, *(value for _, value in sorted(sample.labels.items()))): sample.value
+        for family in parse(text)
+        for sample in family.samples
+    }
 
 
 # Helpers ----------------------------------------------------------------------------------

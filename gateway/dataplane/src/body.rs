@@ -28,16 +28,32 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("the request body's next frame did not arrive in time")]
 pub struct ArrivalTimedOut;
 
+/// A request body stopped because a message is longer than the gateway accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("a request message is longer than the gateway accepts")]
+pub struct MessageTooLarge;
+
+/// Why a request body was stopped on its way upstream, for the gateway to say.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Its next frame did not arrive in time.
+    pub timed_out: AtomicBool,
+    /// A message announced more bytes than the limit.
+    pub too_large: AtomicBool,
+}
+
 /// The caller's request body, on its way upstream: each frame must arrive within `timeout`
-/// of being asked for, or the body ends in [`ArrivalTimedOut`] (which resets the upstream
-/// call) and `timed_out` is set, so that the gateway can say why. Its messages are counted
-/// and digested into `digest` as they pass.
+/// of being asked for, or the body ends in [`ArrivalTimedOut`]; a message announced longer
+/// than `max_message` bytes ends it in [`MessageTooLarge`] before its bytes are passed on.
+/// Either resets the upstream call, and `stopped` says why. Its messages are counted and
+/// digested into `digest` as they pass.
 pub struct RequestBody {
     inner: Source,
     timeout: Duration,
+    max_message: u64,
     deadline: Pin<Box<Sleep>>,
     waiting: bool,
-    timed_out: Arc<AtomicBool>,
+    stopped: Arc<Stopped>,
     digest: Arc<Mutex<MessageDigest>>,
 }
 
@@ -57,27 +73,31 @@ impl RequestBody {
         RequestBody {
             inner: Source::Own(Some(message)),
             timeout,
+            max_message: u64::MAX,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             waiting: false,
-            timed_out: Arc::default(),
+            stopped: Arc::default(),
             digest: Arc::default(),
         }
     }
 
-    /// `inner`, each frame given `timeout` to arrive; `timed_out` is set when one does not.
+    /// `inner`, each frame given `timeout` to arrive and each message at most `max_message`
+    /// bytes; `stopped` says which it broke.
     #[must_use]
     pub fn new(
         inner: Incoming,
         timeout: Duration,
-        timed_out: Arc<AtomicBool>,
+        max_message: u64,
+        stopped: Arc<Stopped>,
         digest: Arc<Mutex<MessageDigest>>,
     ) -> Self {
         RequestBody {
             inner: Source::Caller(inner),
             timeout,
+            max_message,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             waiting: false,
-            timed_out,
+            stopped,
             digest,
         }
     }
@@ -109,16 +129,18 @@ impl Body for RequestBody {
             Poll::Ready(frame) => {
                 this.waiting = false;
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
-                    this.digest
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .update(data);
+                    let mut digest = this.digest.lock().unwrap_or_else(PoisonError::into_inner);
+                    digest.update(data);
+                    if digest.largest() > this.max_message {
+                        this.stopped.too_large.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(MessageTooLarge.into())));
+                    }
                 }
                 Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    this.timed_out.store(true, Ordering::Relaxed);
+                    this.stopped.timed_out.store(true, Ordering::Relaxed);
                     Poll::Ready(Some(Err(ArrivalTimedOut.into())))
                 }
                 Poll::Pending => Poll::Pending,
@@ -161,6 +183,7 @@ pub struct ResponseBody {
 struct Audit {
     exchange: Arc<Exchange>,
     digest: MessageDigest,
+    max_message: u64,
     finishing: Option<Pin<Box<dyn Future<Output = HeaderMap> + Send>>>,
 }
 
@@ -197,12 +220,15 @@ pub async fn finish(
 impl ResponseBody {
     /// The upstream's response body, relayed and recorded in `exchange` as it ends.
     #[must_use]
-    pub fn relay(upstream: Incoming, exchange: Arc<Exchange>) -> Self {
+    /// A message longer than `max_message` bytes ends it `RESOURCE_EXHAUSTED` before its
+    /// bytes are passed on.
+    pub fn relay(upstream: Incoming, exchange: Arc<Exchange>, max_message: u64) -> Self {
         ResponseBody {
             upstream: Some(upstream),
             audit: Some(Audit {
                 exchange,
                 digest: MessageDigest::default(),
+                max_message,
                 finishing: None,
             }),
             own: None,
@@ -260,7 +286,10 @@ impl Body for ResponseBody {
                         if let Some(data) = frame.data_ref() {
                             audit.digest.update(data);
                         }
-                        return Poll::Ready(Some(Ok(frame)));
+                        if audit.digest.largest() <= audit.max_message {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        own_status(&message_too_large(audit.max_message))
                     }
                 },
                 Some(Err(_)) => own_status(&Status::new(
@@ -312,6 +341,16 @@ impl Drop for ResponseBody {
             });
         }
     }
+}
+
+/// The refusal of a message longer than `max` bytes, either way.
+#[must_use]
+pub fn message_too_large(max: u64) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        "MESSAGE_TOO_LARGE",
+        format!("a message is longer than the {max} bytes the gateway accepts"),
+    )
 }
 
 fn own_status(status: &Status) -> (HeaderMap, u32) {

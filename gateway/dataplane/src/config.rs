@@ -15,7 +15,8 @@
 //!                "identity": "spiffe://lienthong.local/moj/civil-registry"}},
 //!  "limits": {"max_concurrent_streams": 100, "max_header_list_size": 16384,
 //!             "request_body_timeout_ms": 30000, "rate_per_second": 200.0, "burst": 400,
-//!             "max_concurrent": 64},
+//!             "max_concurrent": 64, "max_message_bytes": 4194304, "upstream_timeout_ms": 30000,
+//!             "stream_timeout_ms": 600000},
 //!  "audit": {"database_url": "sqlite:////var/lib/lienthong/audit.db",
 //!            "signing_key": "audit-log.key", "origin": "lienthong.local/audit"}}
 //! ```
@@ -172,6 +173,13 @@ pub struct Limits {
     pub burst: u32,
     /// Each caller's calls in flight at once, at most.
     pub max_concurrent: u32,
+    /// The longest message, in bytes, either way; a longer one is `RESOURCE_EXHAUSTED`.
+    pub max_message_bytes: u64,
+    /// The longest a unary call may take upstream, in milliseconds (the caller's deadline
+    /// when shorter).
+    pub upstream_timeout_ms: u64,
+    /// The longest a streaming call may take upstream, in milliseconds.
+    pub stream_timeout_ms: u64,
 }
 
 impl Limits {
@@ -179,6 +187,18 @@ impl Limits {
     #[must_use]
     pub const fn request_body_timeout(&self) -> Duration {
         Duration::from_millis(self.request_body_timeout_ms)
+    }
+
+    /// [`Limits::upstream_timeout_ms`] as a duration.
+    #[must_use]
+    pub const fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    /// [`Limits::stream_timeout_ms`] as a duration.
+    #[must_use]
+    pub const fn stream_timeout(&self) -> Duration {
+        Duration::from_millis(self.stream_timeout_ms)
     }
 
     /// The per-caller limits.
@@ -276,6 +296,9 @@ impl Config {
             ("request_body_timeout_ms", limits.request_body_timeout_ms),
             ("burst", u64::from(limits.burst)),
             ("max_concurrent", u64::from(limits.max_concurrent)),
+            ("max_message_bytes", limits.max_message_bytes),
+            ("upstream_timeout_ms", limits.upstream_timeout_ms),
+            ("stream_timeout_ms", limits.stream_timeout_ms),
         ] {
             if value == 0 {
                 return Err(invalid(format!("limits.{field}"), "must be at least 1"));
@@ -382,7 +405,8 @@ mod tests {
     const ROUTE: &str = r#""lienthong.civilregistry.v1.CivilRegistryService":
         {"address": "127.0.0.1:50061", "identity": "spiffe://lienthong.local/moj/civil-registry"}"#;
     const LIMITS: &str = r#""max_concurrent_streams": 100, "max_header_list_size": 16384, "request_body_timeout_ms": 500,
-        "rate_per_second": 200.0, "burst": 400, "max_concurrent": 64"#;
+        "rate_per_second": 200.0, "burst": 400, "max_concurrent": 64, "max_message_bytes": 4194304,
+        "upstream_timeout_ms": 30000, "stream_timeout_ms": 600000"#;
 
     #[test]
     fn a_configuration_is_read_and_its_paths_resolved() {
@@ -411,7 +435,7 @@ mod tests {
         let extra = document(ROUTE, LIMITS).replace(r#""crls""#, r#""extra": 1, "crls""#);
         let missing = document(ROUTE, LIMITS).replace(r#""crls": ["ca.crl"],"#, "");
         let in_route = document(&ROUTE.replace('}', r#", "weight": 2}"#), LIMITS);
-        let in_limits = document(ROUTE, &format!(r#"{LIMITS}, "max_message_bytes": 4"#));
+        let in_limits = document(ROUTE, &format!(r#"{LIMITS}, "max_messages": 4"#));
         for text in [extra, missing, in_route, in_limits, String::new()] {
             let error = Config::from_json(&text, Path::new("")).expect_err("refused");
             assert!(matches!(error, ConfigError::Json { .. }), "{error}");

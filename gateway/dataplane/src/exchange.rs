@@ -230,6 +230,12 @@ impl Exchange {
         &self.entry.exchange_id
     }
 
+    /// The leaf of the exchange's request entry, once it is durable.
+    #[must_use]
+    pub fn request_leaf(&self) -> Option<u64> {
+        self.entry.request_leaf
+    }
+
     /// The upstream the call is routed to, by its SPIFFE identity.
     pub fn routed_to(&mut self, upstream: &str) {
         self.entry.upstream = Some(upstream.to_owned());

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod audit_service;
 pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod entry;
 pub mod exchange;
 pub mod handshake;

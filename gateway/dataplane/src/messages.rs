@@ -22,6 +22,8 @@ pub struct MessageDigest {
     prefix_len: usize,
     /// Bytes of the current message still to come.
     remaining: u64,
+    /// The longest message announced so far.
+    largest: u64,
 }
 
 impl MessageDigest {
@@ -41,6 +43,7 @@ impl MessageDigest {
                         self.prefix[4],
                     ];
                     self.remaining = u64::from(u32::from_be_bytes(length));
+                    self.largest = self.largest.max(self.remaining);
                     self.prefix_len = 0;
                     self.messages += 1;
                 }
@@ -59,6 +62,13 @@ impl MessageDigest {
     #[must_use]
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The length of the longest message begun so far, as its prefix announced it: known
+    /// before its bytes arrive, so that an oversized message is refused unread.
+    #[must_use]
+    pub fn largest(&self) -> u64 {
+        self.largest
     }
 
     /// The messages begun so far.

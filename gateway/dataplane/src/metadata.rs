@@ -14,6 +14,10 @@ pub const PURPOSE: &str = "lienthong-purpose";
 pub const ON_BEHALF_OF: &str = "lienthong-on-behalf-of";
 /// The caller's verified identity, added by the gateway.
 pub const CALLER: &str = "lienthong-caller";
+/// The exchange's id, added by the gateway, as its audit entries carry it.
+pub const EXCHANGE_ID: &str = "lienthong-exchange-id";
+/// The leaf index of the exchange's request entry, added by the gateway.
+pub const EXCHANGE_LEAF: &str = "lienthong-exchange-leaf";
 /// The `lienthong-` keys a caller may send.
 pub const CALLER_SUPPLIED: [&str; 3] = [REQUEST_ID, PURPOSE, ON_BEHALF_OF];
 

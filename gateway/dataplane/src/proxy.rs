@@ -35,8 +35,9 @@ use crate::audit::sqlite::SqliteConnector;
 use crate::audit::store::Connector;
 use crate::audit::{AuditError, AuditStore, StoreOptions};
 use crate::audit_service;
-use crate::body::{self, drop_lienthong, RequestBody, ResponseBody};
+use crate::body::{self, drop_lienthong, RequestBody, ResponseBody, Stopped};
 use crate::config::{Cardinality, Config, Limits};
+use crate::deadline;
 use crate::entry::bounded;
 use crate::exchange::{Auditor, Exchange};
 use crate::handshake;
@@ -457,14 +458,37 @@ impl Gateway {
                 format!("{service} is unavailable"),
             )
         };
-        let timed_out = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(Stopped::default());
         let body = RequestBody::new(
             body,
             self.limits.request_body_timeout(),
-            timed_out.clone(),
+            self.limits.max_message_bytes,
+            stopped.clone(),
             exchange.request_digest(),
         );
-        let Some(request) = upstream_request(parts, body, caller, &route.authority) else {
+        // The caller's deadline, within the gateway's limit for the method's kind.
+        let streaming = self
+            .methods
+            .get(parts.uri.path())
+            .is_some_and(|kind| kind.client_streaming || kind.server_streaming);
+        let limit = if streaming {
+            self.limits.stream_timeout()
+        } else {
+            self.limits.upstream_timeout()
+        };
+        let timeout = parts
+            .headers
+            .get("grpc-timeout")
+            .and_then(deadline::parse)
+            .map_or(limit, |asked| asked.min(limit));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let added = Added {
+            caller,
+            exchange_id: exchange.id(),
+            request_leaf: exchange.request_leaf(),
+            timeout,
+        };
+        let Some(request) = upstream_request(parts, body, &added, &route.authority) else {
             return answer(
                 &exchange,
                 Status::new(Code::Internal, "INTERNAL", "internal error"),
@@ -489,23 +513,58 @@ impl Gateway {
                 return answer(&exchange, unavailable()).await;
             }
         };
-        match sender.send_request(request).await {
-            Ok(response) => relay(response, exchange).await,
-            Err(_) if timed_out.load(Ordering::Relaxed) => {
-                self.metrics.body_timed_out();
-                let status = Status::new(
-                    Code::DeadlineExceeded,
-                    "REQUEST_BODY_TIMEOUT",
-                    format!(
-                        "the request's messages did not arrive within {} ms",
-                        self.limits.request_body_timeout_ms
-                    ),
-                );
+        match tokio::time::timeout_at(deadline, sender.send_request(request)).await {
+            Ok(Ok(response)) => relay(response, exchange, self.limits.max_message_bytes).await,
+            Ok(Err(_)) => {
+                let status = self
+                    .why_stopped(&stopped, deadline)
+                    .unwrap_or_else(unavailable);
                 answer(&exchange, status).await
             }
-            Err(_) => answer(&exchange, unavailable()).await,
+            Err(_) => answer(&exchange, past_deadline()).await,
         }
     }
+
+    /// Why the upstream call failed, if the gateway stopped it: the caller's body was too
+    /// slow or too large, or the deadline passed (the upstream may reset the call at it).
+    fn why_stopped(&self, stopped: &Stopped, deadline: tokio::time::Instant) -> Option<Status> {
+        if stopped.timed_out.load(Ordering::Relaxed) {
+            self.metrics.body_timed_out();
+            return Some(Status::new(
+                Code::DeadlineExceeded,
+                "REQUEST_BODY_TIMEOUT",
+                format!(
+                    "the request's messages did not arrive within {} ms",
+                    self.limits.request_body_timeout_ms
+                ),
+            ));
+        }
+        if stopped.too_large.load(Ordering::Relaxed) {
+            return Some(body::message_too_large(self.limits.max_message_bytes));
+        }
+        // The upstream's reset at its deadline arrives a moment before the gateway's own.
+        let now = tokio::time::Instant::now();
+        (now + DEADLINE_SLACK >= deadline).then(past_deadline)
+    }
+}
+
+/// How close to its deadline a failed upstream call counts as having run out of time.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
+
+fn past_deadline() -> Status {
+    Status::new(
+        Code::DeadlineExceeded,
+        "UPSTREAM_TIMEOUT",
+        "the call did not complete before its deadline",
+    )
+}
+
+/// What the gateway adds to a call on its way upstream.
+struct Added<'a> {
+    caller: &'a str,
+    exchange_id: &'a str,
+    request_leaf: Option<u64>,
+    timeout: Duration,
 }
 
 impl Gateway {
@@ -706,12 +765,13 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// The call as it goes upstream: the caller's headers but the hop-by-hop ones and the
-/// `lienthong-` keys a caller may not set, with the verified `lienthong-caller` added.
-/// Everything else, `grpc-timeout` and `grpc-encoding` included, goes as received.
+/// `lienthong-` keys a caller may not set; with the verified `lienthong-caller`, the
+/// exchange's id and request leaf, and `grpc-timeout` as the gateway clamped it. Everything
+/// else, `grpc-encoding` included, goes as received.
 fn upstream_request(
     parts: &http::request::Parts,
     body: RequestBody,
-    caller: &str,
+    added: &Added<'_>,
     authority: &Authority,
 ) -> Option<Request<RequestBody>> {
     let uri = Uri::builder()
@@ -733,14 +793,26 @@ fn upstream_request(
     }
     // gRPC requires it, and it is the one TE value HTTP/2 allows.
     headers.insert(TE, HeaderValue::from_static("trailers"));
-    headers.insert(metadata::CALLER, HeaderValue::from_str(caller).ok()?);
+    headers.insert(metadata::CALLER, HeaderValue::from_str(added.caller).ok()?);
+    headers.insert(
+        metadata::EXCHANGE_ID,
+        HeaderValue::from_str(added.exchange_id).ok()?,
+    );
+    if let Some(leaf) = added.request_leaf {
+        headers.insert(metadata::EXCHANGE_LEAF, HeaderValue::from(leaf));
+    }
+    headers.insert("grpc-timeout", deadline::format(added.timeout));
     Some(request)
 }
 
 /// The upstream's answer as the caller gets it: status, headers and body as they come, less
 /// the `lienthong-` keys, the receipt added to its trailers. A trailers-only answer (the
 /// status in its headers) is recorded before it is released.
-async fn relay(response: Response<Incoming>, exchange: Arc<Exchange>) -> Response<ResponseBody> {
+async fn relay(
+    response: Response<Incoming>,
+    exchange: Arc<Exchange>,
+    max_message: u64,
+) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     drop_lienthong(&mut parts.headers);
     for key in HOP_BY_HOP {
@@ -752,5 +824,5 @@ async fn relay(response: Response<Incoming>, exchange: Arc<Exchange>) -> Respons
         parts.headers = body::finish(exchange, MessageDigest::default(), headers, code).await;
         return Response::from_parts(parts, ResponseBody::default());
     }
-    Response::from_parts(parts, ResponseBody::relay(body, exchange))
+    Response::from_parts(parts, ResponseBody::relay(body, exchange, max_message))
 }

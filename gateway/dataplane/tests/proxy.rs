@@ -355,7 +355,9 @@ impl Harness {
                             "lienthong.test.v1.GoneService": {}}},
                 "limits": {{"max_concurrent_streams": 16, "max_header_list_size": 16384,
                             "request_body_timeout_ms": {BODY_TIMEOUT_MS},
-                            "rate_per_second": 1000.0, "burst": 1000, "max_concurrent": 64}},
+                            "rate_per_second": 1000.0, "burst": 1000, "max_concurrent": 64,
+                            "max_message_bytes": 65536, "upstream_timeout_ms": 30000,
+                            "stream_timeout_ms": 600000}},
                 "audit": {{"database_url": "sqlite:///{}", "signing_key": "audit-log.key",
                            "origin": "{ORIGIN}"}}}}"#,
             route(&registry),
@@ -582,9 +584,15 @@ async fn an_admitted_unary_call_comes_back_byte_for_byte() {
     assert_eq!(callers, [ALICE]);
     assert_eq!(headers["lienthong-purpose"], "testing");
     assert_eq!(headers["lienthong-request-id"], "r-1");
-    assert_eq!(headers["grpc-timeout"], "5S");
+    // The caller's deadline, under the gateway's 30 s limit, in the finest unit that fits.
+    assert_eq!(headers["grpc-timeout"], "5000000u");
     assert_eq!(headers["content-type"], "application/grpc");
-    assert!(!headers.contains_key("lienthong-exchange-id"));
+    // The exchange's own id and request leaf, never the caller's forgery.
+    let ids: Vec<&HeaderValue> = headers.get_all("lienthong-exchange-id").iter().collect();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0], "forged");
+    assert!(uuid::Uuid::parse_str(ids[0].to_str().expect("text")).is_ok());
+    assert_eq!(headers["lienthong-exchange-leaf"], "0");
 }
 
 #[tokio::test]
