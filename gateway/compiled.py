@@ -2,8 +2,8 @@
 
 The control plane checks the configuration and compiles the policy
 (gateway/dataplane_config.py), then execs the binary, so that the supervisor's signals
-(SIGTERM: drain) reach the data plane itself and its exit status is the service's
-(issue 15).
+(SIGTERM: drain, SIGKILL) reach the data plane itself and its exit status is the service's
+(issue 15); a forked child keeps the compiled policy in step with its file.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from gateway.dataplane_config import write_dataplane_config
+from gateway.policy_compiler import PolicyCompiler
 from lienthong.config import ConfigError, GatewayConfig
 from lienthong.contracts import methods
 
@@ -48,12 +49,24 @@ def binary() -> Path:
 def exec_compiled(config: GatewayConfig) -> NoReturn:
     """Write the data plane's configuration (owner-only, in a folder of its own) and exec it.
 
-    The binary reads every file at start; the folder stays for the operator to read.
+    A forked child stays behind as the control plane: it compiles the policy again whenever
+    its file changes (PolicyCompiler), and when the gateway's process is gone (its parent
+    changed) it removes the folder and exits.
     """
     program = binary()
+    known = methods()
     directory = Path(tempfile.mkdtemp(prefix="lienthong-gateway-"))
     try:
-        files = write_dataplane_config(config, methods(), directory)
+        files = write_dataplane_config(config, known, directory)
     except ValueError as error:
+        shutil.rmtree(directory, ignore_errors=True)
         raise ConfigError(f"gateway: {error}") from None
+    compiler = PolicyCompiler(config.policy, known, files.policy)
+    gateway = os.getpid()
+    if os.fork() == 0:  # the control plane
+        try:
+            compiler.run_while(lambda: os.getppid() == gateway)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+            os._exit(0)
     os.execv(program, [str(program), "--config", str(files.config)])  # noqa: S606

@@ -49,7 +49,7 @@ def write_dataplane_config(
         raise ValueError(f"no upstream identity for {', '.join(missing)}")
     directory.mkdir(parents=True, exist_ok=True)
     policy_path = directory / "policy.json"
-    _write_private(policy_path, load_policy(config.policy, contract_methods).to_json())
+    write_private(policy_path, load_policy(config.policy, contract_methods).to_json())
     document = {
         "listen": config.listen,
         "tls": _tls(config.tls),
@@ -86,7 +86,7 @@ def write_dataplane_config(
         },
     }
     config_path = directory / "dataplane.json"
-    _write_private(config_path, json.dumps(document, indent=2, sort_keys=True))
+    write_private(config_path, json.dumps(document, indent=2, sort_keys=True))
     return DataPlaneFiles(config_path, policy_path)
 
 
@@ -106,7 +106,7 @@ def _tls(files: TlsFiles) -> dict[str, str]:
     }
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by its owner only, replacing it whole."""
     staging = path.with_name(f".{path.name}.tmp")
     descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -53,14 +53,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAn
 # The gateway tests the compiled data plane does not pass yet (issue 15), and why: they run,
 # they are expected to fail, and one that passes fails the suite, so the list only shrinks.
 NOT_YET_COMPILED = {
-    "test_gateway.py::test_the_policy_reloads_without_restart[compiled]": "policy reload",
-    "test_gateway.py::test_a_certificate_revoked_while_the_gateway_runs_is_refused_within_a"
-    "_second[compiled]": "CRL reload",
-    "test_gateway.py::test_the_server_certificate_and_ca_bundle_rotate_without_restart"
-    "[compiled]": "certificate reload",
-    "test_gateway.py::test_the_upstream_client_certificate_rotates_without_restart[compiled]": (
-        "certificate reload"
-    ),
     "test_gateway.py::test_reflection_lists_the_contract_services[compiled]": "reflection",
     "test_audit.py::test_a_caller_lists_its_own_exchanges_only[compiled]": "ListExchanges",
 }

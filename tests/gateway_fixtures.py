@@ -28,6 +28,7 @@ from stack import free_port, tls_of
 from certs.pki import DevPki, init_dev_pki
 from gateway.audit.store import AuditLog
 from gateway.dataplane_config import write_dataplane_config
+from gateway.policy_compiler import PolicyCompiler
 from gateway.server import Gateway, create_gateway
 from lienthong import metadata
 from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
@@ -70,6 +71,7 @@ class CompiledGateway:
     metrics_port: int
     log: IO[bytes]
     engine: Engine
+    compiler: PolicyCompiler
 
     def stop(self, grace: float | None = None) -> None:  # noqa: ARG002 - it drains itself
         """SIGTERM: it drains and exits 0."""
@@ -77,6 +79,7 @@ class CompiledGateway:
         try:
             stopped = self.process.wait(timeout=15)
         finally:
+            self.compiler.stop()
             self.log.close()
             self.engine.dispose()
         assert stopped == 0, "lienthong-gateway did not stop cleanly on SIGTERM"
@@ -84,7 +87,11 @@ class CompiledGateway:
 
 def start_compiled(config: GatewayConfig, directory: Path) -> CompiledGateway:
     """Start lienthong-gateway on ``config`` and wait until it listens."""
-    files = write_dataplane_config(config, {**methods(), **METHODS}, directory / "dataplane")
+    known = {**methods(), **METHODS}
+    files = write_dataplane_config(config, known, directory / "dataplane")
+    # As `lienthong serve gateway` does in a child process: the policy recompiled on change.
+    compiler = PolicyCompiler(config.policy, known, files.policy)
+    compiler.start()
     log = (directory / "dataplane.log").open("wb")
     process = subprocess.Popen(
         [str(built_binary()), "--config", str(files.config)],
@@ -105,7 +112,7 @@ def start_compiled(config: GatewayConfig, directory: Path) -> CompiledGateway:
     engine = make_engine(config.audit.database_url)
     assert config.metrics_listen is not None
     metrics_port = int(config.metrics_listen.rsplit(":", 1)[1])
-    return CompiledGateway(process, AuditLog(engine, signer), metrics_port, log, engine)
+    return CompiledGateway(process, AuditLog(engine, signer), metrics_port, log, engine, compiler)
 
 
 @dataclass

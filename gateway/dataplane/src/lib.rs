@@ -32,6 +32,8 @@ pub mod metrics;
 pub mod note;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
+pub mod revocation;
 pub mod status;
 pub mod tls;
 pub mod upstream;

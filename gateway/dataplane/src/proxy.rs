@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::header::{CONTENT_TYPE, HOST, TE};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
@@ -36,7 +37,7 @@ use crate::audit::store::Connector;
 use crate::audit::{AuditError, AuditStore, StoreOptions};
 use crate::audit_service;
 use crate::body::{self, drop_lienthong, RequestBody, ResponseBody, Stopped};
-use crate::config::{Cardinality, Config, Limits};
+use crate::config::{Cardinality, Config, Limits, TlsFiles};
 use crate::deadline;
 use crate::entry::bounded;
 use crate::exchange::{Auditor, Exchange};
@@ -49,6 +50,8 @@ use crate::metadata;
 use crate::metrics::Metrics;
 use crate::note::{NoteError, NoteSigner};
 use crate::policy::{Policy, PolicyError};
+use crate::reload::{self, Watched};
+use crate::revocation::{Listing, Revoked};
 use crate::status::{self, Code, Status};
 use crate::tls::{self, TlsError, UpstreamCredentials};
 use crate::upstream::{Upstream, UpstreamError};
@@ -121,17 +124,30 @@ pub enum StartError {
 
 /// Everything a call needs, built once from the configuration.
 pub struct Gateway {
-    policy: Policy,
+    /// Swapped whole when its file changes (`reload_files`).
+    policy: ArcSwap<Policy>,
     /// The contracts' methods; the keys are the metric labels.
     methods: HashMap<&'static str, Cardinality>,
     routes: HashMap<String, Route>,
     limits: Limits,
     callers: CallerLimits,
-    acceptor: TlsAcceptor,
+    acceptor: ArcSwap<TlsAcceptor>,
+    /// The callers' certificates the CRLs revoke, checked on every call.
+    revoked: ArcSwap<Revoked>,
+    /// The files read again when they change.
+    files: Files,
     auditor: Arc<Auditor>,
     metrics: Arc<Metrics>,
     /// Told to stop: health answers `NOT_SERVING` while calls in flight finish.
     draining: AtomicBool,
+}
+
+/// The files the gateway reads again when they change.
+struct Files {
+    tls: TlsFiles,
+    crls: Vec<std::path::PathBuf>,
+    upstream_tls: TlsFiles,
+    policy: std::path::PathBuf,
 }
 
 /// Where an admitted call goes.
@@ -172,6 +188,7 @@ impl Gateway {
             source,
         })?;
         let server = tls::server_config(&config.tls, &config.crls)?;
+        let revoked = Revoked::load(&config.tls.ca_certificate, &config.crls)?;
         let credentials = UpstreamCredentials::load(&config.upstream_tls)?;
         // One connection per (address, identity), as Python keeps one channel per address.
         let mut upstreams: HashMap<(&str, &str), Arc<Upstream>> = HashMap::new();
@@ -213,12 +230,19 @@ impl Gateway {
             .collect();
         let metrics = Arc::new(Metrics::new());
         Ok(Gateway {
-            policy,
+            policy: ArcSwap::from_pointee(policy),
             methods,
             routes,
             limits: config.limits,
             callers: CallerLimits::new(config.limits.per_caller()),
-            acceptor: TlsAcceptor::from(server),
+            acceptor: ArcSwap::from_pointee(TlsAcceptor::from(server)),
+            revoked: ArcSwap::from_pointee(revoked),
+            files: Files {
+                tls: config.tls.clone(),
+                crls: config.crls.clone(),
+                upstream_tls: config.upstream_tls.clone(),
+                policy: config.policy.clone(),
+            },
             auditor: Arc::new(open_audit(config, Arc::clone(&metrics))?),
             metrics,
             draining: AtomicBool::new(false),
@@ -270,6 +294,7 @@ pub fn serve(
     let gateway = Arc::new(gateway);
     async move {
         let polling = tokio::spawn(poll_upstreams(Arc::clone(&gateway)));
+        let reloading = tokio::spawn(reload_files(Arc::clone(&gateway)));
         let graceful = GracefulShutdown::new();
         tokio::pin!(stop);
         loop {
@@ -299,7 +324,92 @@ pub fn serve(
         );
         let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
         polling.abort();
+        reloading.abort();
     }
+}
+
+/// Read the TLS material, CRLs and compiled policy again when their files change; a file
+/// that cannot be used is logged and the last good one kept.
+async fn reload_files(gateway: Arc<Gateway>) {
+    let files = &gateway.files;
+    let mut server = Watched::new(
+        [
+            files.tls.ca_certificate.clone(),
+            files.tls.certificate.clone(),
+            files.tls.private_key.clone(),
+        ]
+        .into_iter()
+        .chain(files.crls.iter().cloned()),
+    );
+    let mut upstream = Watched::new([
+        files.upstream_tls.ca_certificate.clone(),
+        files.upstream_tls.certificate.clone(),
+        files.upstream_tls.private_key.clone(),
+    ]);
+    let mut policy = Watched::new([files.policy.clone()]);
+    let mut tick = tokio::time::interval(reload::INTERVAL);
+    loop {
+        tick.tick().await;
+        if server.changed() {
+            let loaded = tls::server_config(&files.tls, &files.crls).and_then(|config| {
+                Ok((
+                    config,
+                    Revoked::load(&files.tls.ca_certificate, &files.crls)?,
+                ))
+            });
+            match loaded {
+                Ok((config, revoked)) => {
+                    let count = revoked.len();
+                    gateway.acceptor.store(Arc::new(TlsAcceptor::from(config)));
+                    gateway.revoked.store(Arc::new(revoked));
+                    reloaded("server_tls", serde_json::json!({"revoked": count}));
+                }
+                Err(error) => not_reloaded("server_tls", &error.to_string()),
+            }
+        }
+        if upstream.changed() {
+            match renew_upstreams(&gateway).await {
+                Ok(()) => reloaded("upstream_tls", serde_json::json!({})),
+                Err(error) => not_reloaded("upstream_tls", &error.to_string()),
+            }
+        }
+        if policy.changed() {
+            let read = std::fs::read_to_string(&files.policy)
+                .map_err(|error| error.to_string())
+                .and_then(|text| Policy::from_json(&text).map_err(|error| error.to_string()));
+            match read {
+                Ok(read) => {
+                    gateway.policy.store(Arc::new(read));
+                    reloaded("policy", serde_json::json!({}));
+                }
+                Err(error) => not_reloaded("policy", &error),
+            }
+        }
+    }
+}
+
+async fn renew_upstreams(gateway: &Gateway) -> Result<(), TlsError> {
+    let credentials = UpstreamCredentials::load(&gateway.files.upstream_tls)?;
+    for route in gateway.routes.values() {
+        route
+            .upstream
+            .renew(credentials.for_identity(&route.identity)?)
+            .await;
+    }
+    Ok(())
+}
+
+fn reloaded(what: &str, mut fields: serde_json::Value) {
+    fields["files"] = serde_json::Value::from(what);
+    log::event("info", "files_reloaded", fields);
+}
+
+fn not_reloaded(what: &str, error: &str) {
+    log::event(
+        "error",
+        "files_not_reloaded",
+        serde_json::json!({"files": what, "error": error, "kept": "the last good ones"}),
+    );
 }
 
 /// Ask every routed service's upstream for its health, every [`health::POLL_INTERVAL`].
@@ -318,7 +428,8 @@ async fn poll_upstreams(gateway: Arc<Gateway>) {
 /// the connection ends or `drain` tells it to go away.
 async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr, drain: Watcher) {
     // A refused handshake has nothing to answer: it is recorded, with its reason.
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, gateway.acceptor.accept(tcp)).await {
+    let acceptor = TlsAcceptor::clone(&gateway.acceptor.load());
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) if handshake::was_attempted(&error) => {
             gateway
@@ -338,7 +449,7 @@ async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr, 
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(AsRef::as_ref);
-    let peer = Arc::new(Peer::of_leaf(leaf));
+    let peer = Arc::new((Peer::of_leaf(leaf), leaf.and_then(Listing::of)));
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .max_concurrent_streams(gateway.limits.max_concurrent_streams)
@@ -351,7 +462,10 @@ async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr, 
             let gateway = gateway.clone();
             let peer = peer.clone();
             let key = key.clone();
-            async move { Ok::<_, Infallible>(gateway.call(&peer, &key, request).await) }
+            async move {
+                let (peer, listing) = &*peer;
+                Ok::<_, Infallible>(gateway.call(peer, listing.as_ref(), &key, request).await)
+            }
         })
     };
     // Its end, however it ends, concerns only this caller.
@@ -371,6 +485,7 @@ impl Gateway {
     async fn call(
         &self,
         peer: &Peer,
+        listing: Option<&Listing>,
         connection: &str,
         request: Request<Incoming>,
     ) -> Response<ResponseBody> {
@@ -399,7 +514,17 @@ impl Gateway {
             );
             return self.refuse(exchange, connection, status).await;
         }
-        let decided = admission::admit(peer, path, &parts.headers, &self.policy, |service| {
+        // A certificate revoked since its connection was made, as the CRLs are now.
+        if caller.is_some() && listing.is_some_and(|listing| self.revoked.load().lists(listing)) {
+            let status = Status::new(
+                Code::Unauthenticated,
+                "REVOKED",
+                "the client certificate is revoked",
+            );
+            return self.refuse(exchange, connection, status).await;
+        }
+        let policy = self.policy.load();
+        let decided = admission::admit(peer, path, &parts.headers, &policy, |service| {
             if service == audit_service::SERVICE {
                 Some(Target::Local)
             } else {

@@ -67,7 +67,7 @@ fn file_error(path: &Path, problem: impl std::fmt::Display) -> TlsError {
 }
 
 /// Every PEM section of type `T` in `path`, at least one.
-fn pem_all<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, TlsError> {
+pub(crate) fn pem_all<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, TlsError> {
     let items = T::pem_file_iter(path)
         .map_err(|error| file_error(path, error))?
         .collect::<Result<Vec<T>, _>>()

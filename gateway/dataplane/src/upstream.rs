@@ -47,7 +47,8 @@ pub enum UpstreamError {
 pub struct Upstream {
     address: String,
     server_name: ServerName<'static>,
-    connector: TlsConnector,
+    /// Replaced when the gateway's client certificate is renewed ([`Upstream::renew`]).
+    connector: std::sync::Mutex<TlsConnector>,
     state: Mutex<State>,
 }
 
@@ -64,7 +65,7 @@ impl Upstream {
         Upstream {
             address,
             server_name,
-            connector: TlsConnector::from(tls),
+            connector: std::sync::Mutex::new(TlsConnector::from(tls)),
             state: Mutex::new(State::Idle),
         }
     }
@@ -109,14 +110,27 @@ impl Upstream {
         }
     }
 
+    /// Reach the upstream with `tls` from now on: the next call makes a new connection with
+    /// it; calls on the old connection finish there.
+    pub async fn renew(&self, tls: Arc<ClientConfig>) {
+        let mut state = self.state.lock().await;
+        *self
+            .connector
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = TlsConnector::from(tls);
+        *state = State::Idle;
+    }
+
     async fn connect(&self) -> Result<SendRequest<RequestBody>, UpstreamError> {
+        let connector = self
+            .connector
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let attempt = async {
             let tcp = TcpStream::connect(&self.address).await?;
             tcp.set_nodelay(true)?;
-            let tls = self
-                .connector
-                .connect(self.server_name.clone(), tcp)
-                .await?;
+            let tls = connector.connect(self.server_name.clone(), tcp).await?;
             Ok::<_, UpstreamError>(tls)
         };
         let tls = timeout(CONNECT_TIMEOUT, attempt)
