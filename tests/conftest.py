@@ -54,7 +54,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAn
 # they are expected to fail, and one that passes fails the suite, so the list only shrinks.
 NOT_YET_COMPILED = {
     "test_gateway.py::test_reflection_lists_the_contract_services[compiled]": "reflection",
-    "test_audit.py::test_a_caller_lists_its_own_exchanges_only[compiled]": "ListExchanges",
 }
 
 

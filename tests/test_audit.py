@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -188,7 +189,11 @@ def test_a_consistency_proof_from_the_service_verifies_between_two_checkpoints(
     )
 
 
-def test_a_caller_lists_its_own_exchanges_only(setup: Setup) -> None:
+def test_a_caller_lists_its_own_exchanges_only(
+    database_url: str, make_setup: Callable[..., Setup]
+) -> None:
+    # database_url first: the database outlives the gateway that writes to it.
+    setup = make_setup(audit_url=database_url)
     request_id = str(uuid.uuid4())
     with setup.channel() as channel:
         channel.unary_unary(UNARY)(

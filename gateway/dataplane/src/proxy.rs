@@ -737,8 +737,9 @@ impl Gateway {
         };
         let auditor = self.auditor();
         let path = exchange.method_label();
+        let caller = exchange.caller().unwrap_or_default().to_owned();
         let answered = tokio::task::spawn_blocking(move || {
-            audit_service::answer(auditor.store(), path, &message)
+            audit_service::answer(auditor.store(), path, &message, &caller)
         })
         .await;
         let response = match answered {

@@ -131,3 +131,75 @@ pub struct GetConsistencyProofResponse {
     #[prost(bytes = "vec", repeated, tag = "3")]
     pub hashes: Vec<Vec<u8>>,
 }
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `lienthong.gateway.v1.Exchange`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exchange {
+    #[prost(int64, tag = "1")]
+    pub leaf_index: i64,
+    #[prost(string, tag = "2")]
+    pub exchange_id: String,
+    #[prost(string, tag = "3")]
+    pub caller: String,
+    #[prost(string, tag = "4")]
+    pub upstream: String,
+    #[prost(string, tag = "5")]
+    pub method: String,
+    #[prost(string, tag = "6")]
+    pub purpose: String,
+    #[prost(string, tag = "7")]
+    pub on_behalf_of: String,
+    #[prost(string, tag = "8")]
+    pub request_id: String,
+    #[prost(message, optional, tag = "9")]
+    pub start_time: Option<Timestamp>,
+    #[prost(message, optional, tag = "10")]
+    pub end_time: Option<Timestamp>,
+    #[prost(int32, tag = "11")]
+    pub status_code: i32,
+    #[prost(int64, tag = "12")]
+    pub request_bytes: i64,
+    #[prost(int64, tag = "13")]
+    pub response_bytes: i64,
+    #[prost(bytes = "vec", tag = "14")]
+    pub request_sha256: Vec<u8>,
+    #[prost(bytes = "vec", tag = "15")]
+    pub response_sha256: Vec<u8>,
+}
+
+/// `lienthong.gateway.v1.ListExchangesRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListExchangesRequest {
+    #[prost(int32, tag = "1")]
+    pub page_size: i32,
+    #[prost(string, tag = "2")]
+    pub page_token: String,
+    #[prost(string, tag = "3")]
+    pub caller: String,
+    #[prost(string, tag = "4")]
+    pub method: String,
+    #[prost(string, tag = "5")]
+    pub request_id: String,
+    #[prost(message, optional, tag = "6")]
+    pub start_time_from: Option<Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    pub start_time_to: Option<Timestamp>,
+}
+
+/// `lienthong.gateway.v1.ListExchangesResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListExchangesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub exchanges: Vec<Exchange>,
+    #[prost(string, tag = "2")]
+    pub next_page_token: String,
+}

@@ -11,4 +11,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod store;
 
-pub use store::{Appended, AuditError, AuditStore, PendingAppend, SignedCheckpoint, StoreOptions};
+pub use store::{
+    Appended, AuditError, AuditStore, CompletionQuery, PendingAppend, SignedCheckpoint,
+    StoreOptions,
+};

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use postgres::{Client, Config, NoTls};
 
 use super::store::{
-    to_hash, to_i64, to_u64, Access, AuditError, Connector, Database, EntryRow, SignedCheckpoint,
-    Transaction, Work,
+    to_hash, to_i64, to_u64, Access, AuditError, CompletionQuery, Connector, Database, EntryRow,
+    SignedCheckpoint, Transaction, Work,
 };
 use crate::merkle::{Hash, NodeId, Nodes};
 
@@ -301,6 +301,36 @@ impl Transaction for PostgresTransaction<'_, '_> {
                 "SELECT leaf_index, entry FROM audit_entry \
                  WHERE leaf_index >= $1 AND leaf_index < $2 ORDER BY leaf_index",
                 &[&to_i64(start)?, &to_i64(end)?],
+            )
+            .map_err(|e| failed(&e))?;
+        rows.into_iter()
+            .map(|row| Ok((to_u64(row.get(0))?, row.get(1))))
+            .collect()
+    }
+
+    fn completions(&mut self, query: &CompletionQuery) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+        let after = match query.after_leaf {
+            Some(leaf) => to_i64(leaf)?,
+            None => -1,
+        };
+        let rows = self
+            .0
+            .query(
+                "SELECT leaf_index, entry FROM audit_entry \
+                 WHERE kind = 'completion' AND caller = $1 AND leaf_index > $2 \
+                 AND ($3::text IS NULL OR method = $3) AND ($4::text IS NULL OR request_id = $4) \
+                 AND ($5::timestamptz IS NULL OR recorded_at >= $5) \
+                 AND ($6::timestamptz IS NULL OR recorded_at < $6) \
+                 ORDER BY leaf_index LIMIT $7",
+                &[
+                    &query.caller,
+                    &after,
+                    &query.method,
+                    &query.request_id,
+                    &query.recorded_from,
+                    &query.recorded_to,
+                    &i64::from(query.limit),
+                ],
             )
             .map_err(|e| failed(&e))?;
         rows.into_iter()

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use super::store::{
-    to_hash, to_i64, to_u64, Access, AuditError, Connector, Database, EntryRow, SignedCheckpoint,
-    Transaction, Work,
+    to_hash, to_i64, to_u64, Access, AuditError, CompletionQuery, Connector, Database, EntryRow,
+    SignedCheckpoint, Transaction, Work,
 };
 use crate::merkle::{Hash, NodeId, Nodes};
 
@@ -315,6 +315,43 @@ impl Transaction for SqliteTransaction<'_> {
             .query_map([to_i64(start)?, to_i64(end)?], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
             })
+            .map_err(|e| failed(&e))?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (index, data) = row.map_err(|e| failed(&e))?;
+            entries.push((to_u64(index)?, data));
+        }
+        Ok(entries)
+    }
+
+    fn completions(&mut self, query: &CompletionQuery) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+        let mut statement = self
+            .0
+            .prepare_cached(
+                "SELECT leaf_index, entry FROM audit_entry \
+                 WHERE kind = 'completion' AND caller = ?1 AND leaf_index > ?2 \
+                 AND (?3 IS NULL OR method = ?3) AND (?4 IS NULL OR request_id = ?4) \
+                 AND (?5 IS NULL OR recorded_at >= ?5) AND (?6 IS NULL OR recorded_at < ?6) \
+                 ORDER BY leaf_index LIMIT ?7",
+            )
+            .map_err(|e| failed(&e))?;
+        let after = match query.after_leaf {
+            Some(leaf) => to_i64(leaf)?,
+            None => -1,
+        };
+        let rows = statement
+            .query_map(
+                params![
+                    query.caller,
+                    after,
+                    query.method,
+                    query.request_id,
+                    query.recorded_from.map(timestamp),
+                    query.recorded_to.map(timestamp),
+                    i64::from(query.limit),
+                ],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )
             .map_err(|e| failed(&e))?;
         let mut entries = Vec::new();
         for row in rows {

@@ -195,6 +195,33 @@ pub trait Transaction {
     ///
     /// [`AuditError::Database`].
     fn entries(&mut self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, AuditError>;
+
+    /// The stored bytes of the completions `query` asks for, in leaf order.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Database`].
+    fn completions(&mut self, query: &CompletionQuery) -> Result<Vec<(u64, Vec<u8>)>, AuditError>;
+}
+
+/// Which completion entries to list: one caller's, the other filters when given, after a
+/// leaf, at most `limit` of them (as `gateway/audit/store.py`'s `CompletionQuery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionQuery {
+    /// The caller whose exchanges they are.
+    pub caller: String,
+    /// Only this method's.
+    pub method: Option<String>,
+    /// Only this request id's.
+    pub request_id: Option<String>,
+    /// Only those recorded at or after.
+    pub recorded_from: Option<SystemTime>,
+    /// Only those recorded before.
+    pub recorded_to: Option<SystemTime>,
+    /// Only leaves after this one (`None`: from the first).
+    pub after_leaf: Option<u64>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 /// Whether a transaction writes: on `SQLite` a writing one takes the write lock at its start.
@@ -556,6 +583,15 @@ impl AuditStore {
     /// [`AuditError::Database`].
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
         self.read(|transaction| transaction.entries(start, end))
+    }
+
+    /// The completions `query` asks for, in leaf order, as stored.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Database`].
+    pub fn completions(&self, query: &CompletionQuery) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+        self.read(|transaction| transaction.completions(query))
     }
 
     /// The number of entries durably appended (by every process sharing the database).
