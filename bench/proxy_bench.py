@@ -49,6 +49,7 @@ from proxy_procs import (
     REPO,
     BenchError,
     Service,
+    build_dataplane,
     cpu_seconds,
     ensure_nginx,
     gateway_config,
@@ -87,6 +88,7 @@ class Settings:
     paced_seconds: float
     paced_fraction: float
     quiet_wait: float
+    data_plane: str
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,8 @@ def section(command: str, settings: Settings, facts: dict[str, str], notes: list
         (
             f"Measured {facts['date']} on {facts['nproc']} cores ({facts['cpu']}), "
             f"{facts['memory']}, {facts['kernel']}; Python {facts['python']}, grpcio "
-            f"{facts['grpcio']}, SQLite {facts['sqlite']}, nginx {facts['nginx']}. The load "
+            f"{facts['grpcio']}, SQLite {facts['sqlite']}, nginx {facts['nginx']}; the gateway's "
+            f"data plane: {settings.data_plane}. The load "
             f"generator ({settings.load_processes} processes), the upstream and the proxy "
             "all share these cores. One run; rerun the command to reproduce."
         ),
@@ -401,9 +404,17 @@ def run(settings: Settings, nginx_binary: str, nginx_workers: str) -> tuple[dict
         try:
             wait_ready(pki, upstream)
             config, listen = gateway_config(
-                pki, work, upstream.address, max_concurrent=max(64, settings.concurrency)
+                pki,
+                work,
+                upstream.address,
+                max_concurrent=max(64, settings.concurrency),
+                data_plane=settings.data_plane,
             )
-            gateway = start_gateway(config, listen, work)
+            binary = None
+            if settings.data_plane == "compiled":
+                print("gateway: building lienthong-gateway (release)", flush=True)
+                binary = build_dataplane()
+            gateway = start_gateway(config, listen, work, binary)
             running.append(gateway)
             wait_ready(pki, gateway)
             roles = {"upstream": upstream.pids, "proxy": gateway.pids}
@@ -445,6 +456,12 @@ def main() -> None:
     )
     parser.add_argument("--nginx-workers", default="auto", help="nginx worker_processes")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument(
+        "--data-plane",
+        choices=("compiled", "python"),
+        default="compiled",
+        help="the gateway measured: lienthong-gateway (release build) or grpcio's",
+    )
     arguments = parser.parse_args()
     if arguments.concurrency < arguments.load_processes:
         parser.error("--concurrency must be at least --load-processes")
@@ -456,6 +473,7 @@ def main() -> None:
         paced_seconds=arguments.paced_seconds,
         paced_fraction=arguments.paced_fraction,
         quiet_wait=arguments.quiet_wait,
+        data_plane=arguments.data_plane,
     )
     command = " ".join([".venv/bin/python bench/proxy_bench.py", *sys.argv[1:]])
     started = time.monotonic()

@@ -101,12 +101,18 @@ class Service:
             self.process.wait()
 
 
-def _spawn(
-    name: str, command: list[str], log: Path, address: str, *, with_children: bool = False
+def _spawn(  # noqa: PLR0913 - what to start, where, and how
+    name: str,
+    command: list[str],
+    log: Path,
+    address: str,
+    *,
+    with_children: bool = False,
+    environment: dict[str, str] | None = None,
 ) -> Service:
     with log.open("ab") as out:
         process = subprocess.Popen(  # noqa: S603 - our own commands
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=environment
         )
     return Service(name, process, log, address, with_children=with_children)
 
@@ -161,7 +167,7 @@ def start_upstream(pki: DevPki, directory: Path) -> Service:
 
 
 def gateway_config(
-    pki: DevPki, directory: Path, upstream: str, *, max_concurrent: int
+    pki: DevPki, directory: Path, upstream: str, *, max_concurrent: int, data_plane: str
 ) -> tuple[Path, str]:
     """Write the gateway's TOML configuration; return its path and the gateway's address.
 
@@ -169,7 +175,8 @@ def gateway_config(
     ``VerifyCitizen`` for the purpose ``identity-verification``), the CRL, metrics, and the
     audit log in SQLite in ``directory``; only the per-caller rate limit is lifted, so that
     the load generator's single identity is never refused. The Justice and Police sections
-    are there because the file must be complete; neither service is started.
+    are there because the file must be complete; neither service is started. ``data_plane``
+    is "python" or "compiled" (lienthong-gateway, which checks the upstream's identity).
     """
     listen = f"127.0.0.1:{free_port()}"
     pki_dir = pki.directory
@@ -193,6 +200,7 @@ listen = {q(listen)}
 policy = {q(REPO / "config" / "policy.toml")}
 crls = [{q(pki_dir / "crl.pem")}]
 metrics_listen = {q(f"127.0.0.1:{free_port()}")}
+data_plane = {q(data_plane)}
 
 [gateway.audit]
 database_url = {q(f"sqlite:///{directory / 'audit.db'}")}
@@ -211,7 +219,7 @@ upstream_timeout = 30
 [gateway.upstream_tls]
 {tls("gateway-client")}
 [gateway.routes]
-{q(SERVICE)} = {q(upstream)}
+{q(SERVICE)} = {{ address = {q(upstream)}, identity = "spiffe://lienthong.local/mps/population" }}
 
 [justice]
 listen = "127.0.0.1:1"
@@ -235,10 +243,29 @@ trusted_callers = ["spiffe://lienthong.local/gateway"]
     return path, listen
 
 
-def start_gateway(config: Path, listen: str, directory: Path) -> Service:
-    """``lienthong serve gateway --config CONFIG``; its JSON lines go to gateway.jsonl."""
+def build_dataplane() -> Path:
+    """lienthong-gateway, built with the release profile (as it is deployed)."""
+    subprocess.run(
+        ["cargo", "build", "--release", "--locked", "--quiet", "--bin", "lienthong-gateway"],  # noqa: S607
+        cwd=REPO,
+        check=True,
+    )
+    return REPO / "target" / "release" / "lienthong-gateway"
+
+
+def start_gateway(
+    config: Path, listen: str, directory: Path, binary: Path | None = None
+) -> Service:
+    """``lienthong serve gateway --config CONFIG``; its JSON lines go to gateway.jsonl.
+
+    With ``binary``, the compiled data plane's (LIENTHONG_GATEWAY_BINARY): the service's
+    process is then lienthong-gateway itself, whose CPU time is the proxy's.
+    """
     command = [sys.executable, "-m", "lienthong.cli", "serve", "gateway", "--config", str(config)]
-    return _spawn("gateway", command, directory / "gateway.jsonl", listen)
+    environment = dict(os.environ)
+    if binary is not None:
+        environment["LIENTHONG_GATEWAY_BINARY"] = str(binary)
+    return _spawn("gateway", command, directory / "gateway.jsonl", listen, environment=environment)
 
 
 def verify_audit(config: Path) -> str:

@@ -427,6 +427,11 @@ async fn poll_upstreams(gateway: Arc<Gateway>) {
 /// One caller's connection: the handshake, then its calls, each its own HTTP/2 stream, until
 /// the connection ends or `drain` tells it to go away.
 async fn connection(gateway: Arc<Gateway>, tcp: TcpStream, address: SocketAddr, drain: Watcher) {
+    // HTTP/2 writes headers, messages and trailers in small frames: Nagle's algorithm would
+    // hold each behind the peer's delayed ACK.
+    if tcp.set_nodelay(true).is_err() {
+        return;
+    }
     // A refused handshake has nothing to answer: it is recorded, with its reason.
     let acceptor = TlsAcceptor::clone(&gateway.acceptor.load());
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -349,6 +349,18 @@ impl Future for PendingAppend {
 struct Shared {
     signer: NoteSigner,
     reader: Mutex<Link>,
+    /// Held around every writing transaction of this process (a batch, a checkpoint), so
+    /// that on `SQLite` they queue here rather than in `SQLite`'s busy handler, which sleeps
+    /// (1, 2, 5, 10 ms and more) before it looks again: each call waits on its commit.
+    writing: Mutex<()>,
+}
+
+impl Shared {
+    fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Shared {
@@ -361,7 +373,9 @@ impl Shared {
     }
 
     fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
-        self.reader().run(Access::Write, |transaction| {
+        let mut reader = self.reader();
+        let _writing = self.writing();
+        reader.run(Access::Write, |transaction| {
             let size = transaction.tree_size()?;
             let latest = transaction.latest_checkpoint()?;
             if size == 0 || latest.as_ref().is_some_and(|l| l.tree_size >= size) {
@@ -425,13 +439,15 @@ impl AuditStore {
                 connector: Arc::clone(&connector),
                 database: Some(database),
             }),
+            writing: Mutex::new(()),
         });
         let (sender, receiver) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
         let link = Link::new(connector);
+        let writing = Arc::clone(&shared);
         let writer = thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(link, &receiver, max_batch))
+            .spawn(move || write_loop(link, &receiver, max_batch, &writing))
             .map_err(|error| AuditError::database(&error))?;
         let checkpointer = match options.checkpoint_interval {
             None => None,
@@ -676,7 +692,7 @@ fn check_fits(entry: &AuditEntry) -> Result<(), AuditError> {
     Ok(())
 }
 
-fn write_loop(mut link: Link, queue: &Receiver<Pending>, max_batch: usize) {
+fn write_loop(mut link: Link, queue: &Receiver<Pending>, max_batch: usize, shared: &Shared) {
     let mut frontier: Option<Frontier> = None;
     // Ends once every sender is gone and the queue is drained.
     while let Ok(first) = queue.recv() {
@@ -687,7 +703,11 @@ fn write_loop(mut link: Link, queue: &Receiver<Pending>, max_batch: usize) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        match commit(&mut link, frontier.take(), &batch) {
+        let committed = {
+            let _writing = shared.writing();
+            commit(&mut link, frontier.take(), &batch)
+        };
+        match committed {
             Ok((results, grown)) => {
                 frontier = Some(grown);
                 for (pending, result) in batch.into_iter().zip(results) {
