@@ -12,11 +12,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import FileDescriptor
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from sqlalchemy import make_url
 
 from gateway.policy import load_policy
 from lienthong.config import GatewayConfig
-from lienthong.contracts import Method
+from lienthong.contracts import SERVICE_FILES, Method
 from lienthong.tls import TlsFiles
 
 # HTTP/2 bounds of one connection: as many calls as grpcio's server allowed, and headers as
@@ -32,6 +36,25 @@ class DataPlaneFiles:
 
     config: Path
     policy: Path
+    descriptors: Path
+
+
+def descriptor_set() -> bytes:
+    """The serialized FileDescriptorSet that the binary's server reflection answers from.
+
+    The contracts, grpc health and reflection, and every file they import, each once.
+    """
+    files: dict[str, FileDescriptor] = {}
+    pending = [*SERVICE_FILES, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR]
+    while pending:
+        file = pending.pop()
+        if file.name not in files:
+            files[file.name] = file
+            pending.extend(file.dependencies)
+    descriptors = descriptor_pb2.FileDescriptorSet()
+    for name in sorted(files):
+        files[name].CopyToProto(descriptors.file.add())
+    return descriptors.SerializeToString()
 
 
 def write_dataplane_config(
@@ -85,9 +108,12 @@ def write_dataplane_config(
             "origin": config.audit.origin,
         },
     }
+    descriptors_path = directory / "descriptors.binpb"
+    descriptors_path.write_bytes(descriptor_set())
+    document["descriptors"] = str(descriptors_path.resolve())
     config_path = directory / "dataplane.json"
     write_private(config_path, json.dumps(document, indent=2, sort_keys=True))
-    return DataPlaneFiles(config_path, policy_path)
+    return DataPlaneFiles(config_path, policy_path, descriptors_path)
 
 
 def _absolute(url: str) -> str:

@@ -40,6 +40,9 @@ from echo_upstream import (
 from gateway_fixtures import POLICY, PURPOSE
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from grpc_status import rpc_status
 from openssl_certs import Made, OpenSsl
 from ports import free_port
@@ -627,3 +630,26 @@ def test_the_audit_service_proves_the_callers_receipts_against_signed_checkpoint
         "OUT_OF_RANGE",
     ]
     assert {entry.upstream for entry in entries} == {"local"}
+
+
+def test_server_reflection_lists_the_services_and_gives_each_file_with_its_imports(
+    proxy: Proxy,
+) -> None:
+    """grpcio's own reflection client, as an integrator's tools use it."""
+    with proxy.channel("police") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        found = database.FindFileContainingSymbol(
+            "lienthong.population.v1.CitizenService.IssuePersonalIdentificationNumber"
+        )
+        message = database.FindFileContainingSymbol("lienthong.calendar.v1.Date")
+        with pytest.raises(KeyError):
+            database.FindFileContainingSymbol("lienthong.population.v1.NoSuchThing")
+    assert {
+        "lienthong.civilregistry.v1.BirthRegistrationService",
+        "lienthong.population.v1.CitizenService",
+        "lienthong.gateway.v1.AuditService",
+        "grpc.health.v1.Health",
+    } <= services
+    assert found.name == "lienthong/population/v1/citizen_service.proto"
+    assert message.name == "lienthong/calendar/v1/date.proto"

@@ -178,6 +178,8 @@ pub struct ResponseBody {
     audit: Option<Audit>,
     /// A message of the gateway's own, then its trailers.
     own: Option<(Option<Bytes>, HeaderMap)>,
+    /// Frames of the gateway's own, as they are made (its reflection answers).
+    stream: Option<tokio::sync::mpsc::Receiver<Frame<Bytes>>>,
 }
 
 struct Audit {
@@ -232,6 +234,18 @@ impl ResponseBody {
                 finishing: None,
             }),
             own: None,
+            stream: None,
+        }
+    }
+
+    /// The frames `frames` yields, data and then trailers, as they come.
+    #[must_use]
+    pub fn stream(frames: tokio::sync::mpsc::Receiver<Frame<Bytes>>) -> Self {
+        ResponseBody {
+            upstream: None,
+            audit: None,
+            own: None,
+            stream: Some(frames),
         }
     }
 
@@ -242,6 +256,7 @@ impl ResponseBody {
             upstream: None,
             audit: None,
             own: Some((Some(message), trailers)),
+            stream: None,
         }
     }
 }
@@ -255,6 +270,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        if let Some(frames) = this.stream.as_mut() {
+            let frame = std::task::ready!(frames.poll_recv(cx));
+            if frame.is_none() {
+                this.stream = None;
+            }
+            return Poll::Ready(frame.map(Ok));
+        }
         if let Some((message, trailers)) = this.own.as_mut() {
             if let Some(message) = message.take() {
                 return Poll::Ready(Some(Ok(Frame::data(message))));
@@ -310,7 +332,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.audit.is_none() && self.own.is_none()
+        self.audit.is_none() && self.own.is_none() && self.stream.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -320,7 +342,7 @@ impl Body for ResponseBody {
                 hint.set_lower(upstream.size_hint().lower());
                 hint
             }
-            _ if self.own.is_some() => SizeHint::new(),
+            _ if self.own.is_some() || self.stream.is_some() => SizeHint::new(),
             _ => SizeHint::with_exact(0),
         }
     }

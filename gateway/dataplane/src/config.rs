@@ -10,6 +10,7 @@
 //!  "methods": {"/lienthong.civilregistry.v1.CivilRegistryService/RegisterBirth":
 //!                {"client_streaming": false, "server_streaming": false}},
 //!  "metrics_listen": "127.0.0.1:9464",
+//!  "descriptors": "descriptors.binpb",
 //!  "routes": {"lienthong.civilregistry.v1.CivilRegistryService":
 //!               {"address": "127.0.0.1:50061",
 //!                "identity": "spiffe://lienthong.local/moj/civil-registry"}},
@@ -85,6 +86,8 @@ pub struct Config {
     /// Every method of the contracts, by path (`/package.Service/Method`): any other path is
     /// answered UNIMPLEMENTED, and never a metric label.
     pub methods: BTreeMap<String, Cardinality>,
+    /// The contracts' descriptors (a serialized `FileDescriptorSet`), for server reflection.
+    pub descriptors: PathBuf,
     /// Where `/metrics` is served over plain HTTP, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Where each service (by its full name, `package.Service`) is served, and by whom.
@@ -327,6 +330,7 @@ impl Config {
             *path = base.join(&*path);
         }
         self.policy = base.join(&self.policy);
+        self.descriptors = base.join(&self.descriptors);
         self.audit.signing_key = base.join(&self.audit.signing_key);
     }
 }
@@ -395,6 +399,7 @@ mod tests {
                 "methods": {{"/lienthong.civilregistry.v1.CivilRegistryService/RegisterBirth":
                             {{"client_streaming": false, "server_streaming": false}}}},
                 "metrics_listen": null,
+                "descriptors": "descriptors.binpb",
                 "routes": {{{routes}}},
                 "limits": {{{limits}}},
                 "audit": {{"database_url": "sqlite:///audit.db", "signing_key": "audit-log.key",

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod note;
 pub mod policy;
 pub mod proxy;
+pub mod reflection;
 pub mod reload;
 pub mod revocation;
 pub mod status;

@@ -50,6 +50,7 @@ use crate::metadata;
 use crate::metrics::Metrics;
 use crate::note::{NoteError, NoteSigner};
 use crate::policy::{Policy, PolicyError};
+use crate::reflection::{self, Descriptors};
 use crate::reload::{self, Watched};
 use crate::revocation::{Listing, Revoked};
 use crate::status::{self, Code, Status};
@@ -109,6 +110,14 @@ pub enum StartError {
         /// Why not.
         problem: String,
     },
+    /// The descriptors file cannot be read or is no `FileDescriptorSet`.
+    #[error("the descriptors {path}: {problem}")]
+    Descriptors {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        problem: String,
+    },
     /// The audit log's database cannot be opened.
     #[error("the audit log: {0}")]
     Audit(#[from] AuditError),
@@ -138,6 +147,8 @@ pub struct Gateway {
     files: Files,
     auditor: Arc<Auditor>,
     metrics: Arc<Metrics>,
+    /// The contracts' descriptors, for server reflection.
+    reflection: Arc<Descriptors>,
     /// Told to stop: health answers `NOT_SERVING` while calls in flight finish.
     draining: AtomicBool,
 }
@@ -189,6 +200,13 @@ impl Gateway {
         })?;
         let server = tls::server_config(&config.tls, &config.crls)?;
         let revoked = Revoked::load(&config.tls.ca_certificate, &config.crls)?;
+        let descriptors = std::fs::read(&config.descriptors)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| Descriptors::from_set(&bytes).map_err(|error| error.to_string()))
+            .map_err(|problem| StartError::Descriptors {
+                path: config.descriptors.clone(),
+                problem,
+            })?;
         let credentials = UpstreamCredentials::load(&config.upstream_tls)?;
         // One connection per (address, identity), as Python keeps one channel per address.
         let mut upstreams: HashMap<(&str, &str), Arc<Upstream>> = HashMap::new();
@@ -245,6 +263,7 @@ impl Gateway {
             },
             auditor: Arc::new(open_audit(config, Arc::clone(&metrics))?),
             metrics,
+            reflection: Arc::new(descriptors),
             draining: AtomicBool::new(false),
         })
     }
@@ -505,6 +524,9 @@ impl Gateway {
         if path == health::CHECK {
             return self.health(body).await;
         }
+        if reflection::PATHS.contains(&path) {
+            return self.reflect(body);
+        }
         let caller = match peer {
             Peer::Caller(caller) => Some(caller.as_str()),
             Peer::Refused(_) => None,
@@ -678,6 +700,27 @@ impl Gateway {
     }
 }
 
+/// The longest reflection request read (a file or symbol name).
+const REFLECTION_MAX_REQUEST: usize = 4096;
+
+/// The next whole message of a gRPC stream's `pending` bytes, taken out of it; `Err` for a
+/// compressed one.
+fn next_message(pending: &mut bytes::BytesMut) -> Option<Result<bytes::Bytes, ()>> {
+    let header = pending.get(..5)?;
+    let length = usize::try_from(u32::from_be_bytes([
+        header[1], header[2], header[3], header[4],
+    ]))
+    .ok()?;
+    if header[0] != 0 {
+        return Some(Err(()));
+    }
+    if pending.len() < 5 + length {
+        return None;
+    }
+    let mut message = pending.split_to(5 + length);
+    Some(Ok(message.split_off(5).freeze()))
+}
+
 /// How close to its deadline a failed upstream call counts as having run out of time.
 const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
@@ -698,6 +741,65 @@ struct Added<'a> {
 }
 
 impl Gateway {
+    /// Server reflection: each request message of the stream answered as it arrives, each
+    /// within the request body timeout and [`REFLECTION_MAX_REQUEST`] bytes.
+    fn reflect(&self, mut body: Incoming) -> Response<ResponseBody> {
+        let (frames, answers) = tokio::sync::mpsc::channel(4);
+        let descriptors = Arc::clone(&self.reflection);
+        let timeout = self.limits.request_body_timeout();
+        tokio::spawn(async move {
+            let mut pending = bytes::BytesMut::new();
+            let status = loop {
+                match tokio::time::timeout(timeout, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        pending.extend_from_slice(&data);
+                        let mut compressed = false;
+                        while let Some(message) = next_message(&mut pending) {
+                            let Ok(message) = message else {
+                                compressed = true;
+                                break;
+                            };
+                            let answer = messages::frame(&descriptors.answer(&message));
+                            if frames.send(hyper::body::Frame::data(answer)).await.is_err() {
+                                return; // the caller went away
+                            }
+                        }
+                        if compressed || pending.len() > REFLECTION_MAX_REQUEST + 5 {
+                            break Some(Status::new(
+                                Code::InvalidArgument,
+                                "INVALID_ARGUMENT",
+                                "a reflection request is compressed or too long",
+                            ));
+                        }
+                    }
+                    Ok(None) => break None,
+                    Ok(Some(Err(_))) => return,
+                    Err(_) => {
+                        break Some(Status::new(
+                            Code::DeadlineExceeded,
+                            "REQUEST_BODY_TIMEOUT",
+                            "the next reflection request did not arrive in time",
+                        ))
+                    }
+                }
+            };
+            let mut trailers = HeaderMap::new();
+            match status {
+                Some(status) => status.write(&mut trailers),
+                None => drop(trailers.insert("grpc-status", HeaderValue::from_static("0"))),
+            }
+            drop(frames.send(hyper::body::Frame::trailers(trailers)).await);
+        });
+        let mut response = Response::new(ResponseBody::stream(answers));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        response
+    }
+
     /// Answer an admitted call to the gateway's own `AuditService`: its request entry
     /// recorded, its one message read within the request body timeout and
     /// [`audit_service::MAX_REQUEST`] bytes, the answer computed off the async threads, its

@@ -350,6 +350,7 @@ impl Harness {
                 "policy": "policy.json",
                 "methods": {{{methods}}},
                 "metrics_listen": null,
+                "descriptors": "descriptors.binpb",
                 "routes": {{"lienthong.test.v1.EchoService": {},
                             "lienthong.test.v1.ImpostorService": {},
                             "lienthong.test.v1.GoneService": {}}},
@@ -366,6 +367,7 @@ impl Harness {
             audit.display(),
         );
         write(&folder, "gateway.json", &config);
+        std::fs::write(folder.join("descriptors.binpb"), []).expect("no descriptors");
         let config = Config::load(&folder.join("gateway.json")).expect("a configuration");
         let gateway = Gateway::from_config(&config).expect("a gateway");
         // Everything is read at start: the files are no longer needed.
