@@ -18,6 +18,7 @@ from gateway.dataplane_config import write_dataplane_config
 from gateway.policy_compiler import PolicyCompiler
 from lienthong.config import ConfigError, GatewayConfig
 from lienthong.contracts import methods
+from lienthong.db import ensure_database
 
 BINARY = "lienthong-gateway"
 # Set to the binary's path to run another build than the repository's newest.
@@ -55,6 +56,8 @@ def exec_compiled(config: GatewayConfig) -> NoReturn:
     """
     program = binary()
     known = methods()
+    # As the Python gateway does: a PostgreSQL audit database is created if missing.
+    ensure_database(config.audit.database_url)
     directory = Path(tempfile.mkdtemp(prefix="lienthong-gateway-"))
     try:
         files = write_dataplane_config(config, known, directory)

@@ -7,34 +7,23 @@ the gateway itself (its audit log, its metrics port) it reads the same way of ei
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import grpc
 import pytest
+from compiled_gateway import CompiledGateway, start_compiled
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from dataplane_build import built_binary
 from echo_upstream import METHODS, SERVICE, Echo, start_echo
-from sqlalchemy import Engine
 from stack import free_port, tls_of
 
 from certs.pki import DevPki, init_dev_pki
-from gateway.audit.store import AuditLog
-from gateway.dataplane_config import write_dataplane_config
-from gateway.policy_compiler import PolicyCompiler
 from gateway.server import Gateway, create_gateway
 from lienthong import metadata
 from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
 from lienthong.contracts import methods
-from lienthong.db import make_engine
-from lienthong.signed_note import load_signer
 from lienthong.tls import TlsMaterial, secure_channel
 
 PORTAL = "spiffe://lienthong.local/moj/officer-portal"
@@ -59,60 +48,6 @@ caller = "{PORTAL}"
 methods = ["lienthong.gateway.v1.AuditService/*"]
 purposes = ["audit"]
 """
-
-
-@dataclass
-class CompiledGateway:
-    """lienthong-gateway as a process, and what the tests read of a gateway: its audit log
-    (the Python store over the same database, read only) and its metrics port."""
-
-    process: subprocess.Popen[bytes]
-    audit: AuditLog
-    metrics_port: int
-    log: IO[bytes]
-    engine: Engine
-    compiler: PolicyCompiler
-
-    def stop(self, grace: float | None = None) -> None:  # noqa: ARG002 - it drains itself
-        """SIGTERM: it drains and exits 0."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            stopped = self.process.wait(timeout=15)
-        finally:
-            self.compiler.stop()
-            self.log.close()
-            self.engine.dispose()
-        assert stopped == 0, "lienthong-gateway did not stop cleanly on SIGTERM"
-
-
-def start_compiled(config: GatewayConfig, directory: Path) -> CompiledGateway:
-    """Start lienthong-gateway on ``config`` and wait until it listens."""
-    known = {**methods(), **METHODS}
-    files = write_dataplane_config(config, known, directory / "dataplane")
-    # As `lienthong serve gateway` does in a child process: the policy recompiled on change.
-    compiler = PolicyCompiler(config.policy, known, files.policy)
-    compiler.start()
-    log = (directory / "dataplane.log").open("wb")
-    process = subprocess.Popen(
-        [str(built_binary()), "--config", str(files.config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    host, port = config.listen.rsplit(":", 1)
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, f"lienthong-gateway exited: see {directory}/dataplane.log"
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, f"lienthong-gateway never listened on {port}"
-            time.sleep(0.05)
-    signer = load_signer(config.audit.origin, config.audit.signing_key.read_bytes())
-    engine = make_engine(config.audit.database_url)
-    assert config.metrics_listen is not None
-    metrics_port = int(config.metrics_listen.rsplit(":", 1)[1])
-    return CompiledGateway(process, AuditLog(engine, signer), metrics_port, log, engine, compiler)
 
 
 @dataclass
@@ -173,7 +108,7 @@ def make_setup(tmp_path: Path, data_plane: str) -> Iterator[Callable[..., Setup]
         )
         gateway: Gateway | CompiledGateway
         if data_plane == "compiled":
-            gateway = start_compiled(config, tmp_path)
+            gateway = start_compiled(config, tmp_path, METHODS)
         else:
             gateway = create_gateway(config, contract_methods={**methods(), **METHODS})
             gateway.start()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from compiled_gateway import CompiledGateway, start_compiled
 from ports import free_port
 
 from certs.pki import BOOTSTRAP_ADMINISTRATOR, DevPki, issue_officer_certificate
@@ -23,6 +25,7 @@ from police_adapter.server import create_server as create_police
 
 GATEWAY_ID = "spiffe://lienthong.local/gateway"
 POPULATION_ID = "spiffe://lienthong.local/mps/population"
+REGISTRY_ID = "spiffe://lienthong.local/moj/civil-registry"
 OFFICERS = "spiffe://lienthong.local/moj/officers/"
 POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
 
@@ -106,7 +109,7 @@ class Stack:
     police_address: str
     police: PoliceAdapter
     justice: JusticeAdapter
-    gateway: Gateway
+    gateway: Gateway | CompiledGateway
     police_config: PoliceConfig
     justice_config: JusticeConfig
 
@@ -160,9 +163,13 @@ def start_stack(
     policy: Path = POLICY,
     grace_window_hours: float = 24.0,
     databases: dict[str, str] | None = None,
+    data_plane: str | None = None,
 ) -> Stack:
     """The stack on loopback; ``databases`` (URLs by "justice", "police", "audit") or SQLite
-    files in ``directory``."""
+    files in ``directory``; the gateway grpcio's in this process, or with ``data_plane``
+    "compiled" lienthong-gateway as a process (by default LIENTHONG_TEST_DATA_PLANE's, else
+    "python": so that every stack test can be run against the binary)."""
+    data_plane = data_plane or os.environ.get("LIENTHONG_TEST_DATA_PLANE", "python")
     urls = databases or {
         name: f"sqlite:///{directory / f'{name}.db'}" for name in ("justice", "police", "audit")
     }
@@ -179,26 +186,31 @@ def start_stack(
     )  # fmt: skip
     police = create_police(police_config)
     justice = create_adapter(justice_config)
-    gateway = create_gateway(
-        GatewayConfig(
-            listen=gateway_address,
-            tls=tls_of(pki, "gateway-server"),
-            upstream_tls=tls_of(pki, "gateway-client"),
-            policy=policy,
-            routes={
-                "lienthong.civilregistry.v1.BirthRegistrationService": justice_address,
-                "lienthong.civilregistry.v1.OfficerService": justice_address,
-                "lienthong.civilregistry.v1.ReconciliationService": justice_address,
-                "lienthong.population.v1.CitizenService": police_address,
-            },
-            audit=AuditConfig(urls["audit"], pki.directory / "audit-log.key"),
-            crls=(pki.directory / "crl.pem",),
-            metrics_listen="127.0.0.1:0",
-        )
+    routes = {
+        "lienthong.civilregistry.v1.BirthRegistrationService": (justice_address, REGISTRY_ID),
+        "lienthong.civilregistry.v1.OfficerService": (justice_address, REGISTRY_ID),
+        "lienthong.civilregistry.v1.ReconciliationService": (justice_address, REGISTRY_ID),
+        "lienthong.population.v1.CitizenService": (police_address, POPULATION_ID),
+    }
+    config = GatewayConfig(
+        listen=gateway_address,
+        tls=tls_of(pki, "gateway-server"),
+        upstream_tls=tls_of(pki, "gateway-client"),
+        policy=policy,
+        routes={service: address for service, (address, _) in routes.items()},
+        route_identities={service: identity for service, (_, identity) in routes.items()},
+        audit=AuditConfig(urls["audit"], pki.directory / "audit-log.key"),
+        crls=(pki.directory / "crl.pem",),
+        metrics_listen="127.0.0.1:0" if data_plane == "python" else f"127.0.0.1:{free_port()}",
     )
     police.start()
     justice.start()
-    gateway.start()
+    gateway: Gateway | CompiledGateway
+    if data_plane == "compiled":
+        gateway = start_compiled(config, directory / "gateway")
+    else:
+        gateway = create_gateway(config)
+        gateway.start()
     return Stack(
         pki, gateway_address, justice_address, police_address, police, justice, gateway,
         police_config, justice_config,

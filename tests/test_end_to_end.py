@@ -13,6 +13,7 @@ import grpc
 import pytest
 import structlog
 from builders import issue_request
+from compiled_gateway import CompiledGateway
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import field_mask_pb2
 from google.rpc import code_pb2, error_details_pb2
@@ -39,16 +40,31 @@ OFFICERS = "spiffe://lienthong.local/moj/officers/"
 REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
 
 
-@pytest.fixture
-def stack(pki, tmp_path: Path) -> Iterator[Stack]:
-    running = start_stack(pki, tmp_path)
+@pytest.fixture(params=["python", "compiled"])
+def stack(pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The stack, with either gateway (issue 15)."""
+    running = start_stack(pki, tmp_path, data_plane=request.param)
     yield running
     running.stop_all()
 
 
+class _LoggedLines(list[dict]):
+    """The compiled gateway's log lines, read from its file whenever they are looked at."""
+
+    def __init__(self, gateway: CompiledGateway) -> None:
+        super().__init__()
+        self._gateway = gateway
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self._gateway.events())
+
+
 @pytest.fixture
-def exchanges() -> Iterator[list[dict]]:
+def exchanges(stack: Stack) -> Iterator[list[dict]]:
     """The gateway's exchange log lines written during the test."""
+    if isinstance(stack.gateway, CompiledGateway):
+        yield _LoggedLines(stack.gateway)
+        return
     with structlog.testing.capture_logs() as events:
         yield events
 

@@ -32,9 +32,6 @@ pub const SERVICE: &str = "lienthong.gateway.v1.AuditService";
 /// What an exchange served here records as its upstream.
 pub const UPSTREAM: &str = "local";
 
-/// The most bytes of a request read: every request of the service is a few numbers.
-pub const MAX_REQUEST: usize = 4096;
-
 /// Answer `caller`'s call to `path` with the serialized `request`: the serialized response,
 /// or the status to answer with. It reads the database: run it off the async threads.
 ///
@@ -56,7 +53,7 @@ pub fn answer(
         .unwrap_or_default();
     match method {
         "GetLatestCheckpoint" => {
-            decode::<GetLatestCheckpointRequest>(request)?;
+            decode::<GetLatestCheckpointRequest>(request, "GetLatestCheckpointRequest")?;
             let signed = signed(store)?;
             Ok(GetLatestCheckpointResponse {
                 checkpoint: Some(Checkpoint {
@@ -69,7 +66,7 @@ pub fn answer(
             .encode_to_vec())
         }
         "GetInclusionProof" => {
-            let asked = decode::<GetInclusionProofRequest>(request)?;
+            let asked = decode::<GetInclusionProofRequest>(request, "GetInclusionProofRequest")?;
             if asked.tree_size < 1 || !(0..asked.tree_size).contains(&asked.leaf_index) {
                 return Err(invalid(
                     "leaf_index",
@@ -90,7 +87,8 @@ pub fn answer(
             .encode_to_vec())
         }
         "GetConsistencyProof" => {
-            let asked = decode::<GetConsistencyProofRequest>(request)?;
+            let asked =
+                decode::<GetConsistencyProofRequest>(request, "GetConsistencyProofRequest")?;
             if !(1 <= asked.first_tree_size && asked.first_tree_size <= asked.second_tree_size) {
                 return Err(invalid(
                     "first_tree_size",
@@ -112,7 +110,7 @@ pub fn answer(
             }
             .encode_to_vec())
         }
-        "ListExchanges" => list_exchanges(store, &decode(request)?, caller),
+        "ListExchanges" => list_exchanges(store, &decode(request, "ListExchangesRequest")?, caller),
         _ => Err(Status::new(
             Code::Unimplemented,
             "NOT_SERVED",
@@ -250,8 +248,10 @@ fn exchange(leaf_index: u64, entry: &AuditEntry) -> Exchange {
     }
 }
 
-fn decode<M: prost::Message + Default>(request: &[u8]) -> Result<M, Status> {
-    M::decode(request).map_err(|_| invalid("", "not a valid request message"))
+/// The request as the method's message `M`, named `name` in the error (as the Python
+/// gateway's `LocalService` names it).
+fn decode<M: prost::Message + Default>(request: &[u8], name: &str) -> Result<M, Status> {
+    M::decode(request).map_err(|_| invalid("", &format!("not a valid lienthong.gateway.v1.{name}")))
 }
 
 /// The checkpoint of the tree as it is now, signed now if it grew, so that the caller's own

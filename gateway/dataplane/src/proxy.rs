@@ -802,7 +802,7 @@ impl Gateway {
 
     /// Answer an admitted call to the gateway's own `AuditService`: its request entry
     /// recorded, its one message read within the request body timeout and
-    /// [`audit_service::MAX_REQUEST`] bytes, the answer computed off the async threads, its
+    /// `max_message_bytes`, the answer computed off the async threads, its
     /// completion and receipt recorded before the status.
     async fn serve_locally(
         &self,
@@ -819,13 +819,16 @@ impl Gateway {
             return answer(&Arc::new(exchange), status).await;
         }
         let exchange = Arc::new(exchange);
-        let read = Limited::new(body, audit_service::MAX_REQUEST).collect();
-        let request = if let Ok(Ok(collected)) =
-            tokio::time::timeout(self.limits.request_body_timeout(), read).await
-        {
-            collected.to_bytes()
-        } else {
-            {
+        // As any call, a message up to max_message_bytes: longer is RESOURCE_EXHAUSTED.
+        let max = usize::try_from(self.limits.max_message_bytes).unwrap_or(usize::MAX);
+        let read = Limited::new(body, max.saturating_add(5)).collect();
+        let request = match tokio::time::timeout(self.limits.request_body_timeout(), read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                let status = body::message_too_large(self.limits.max_message_bytes);
+                return answer(&exchange, status).await;
+            }
+            _ => {
                 let status =
                     Status::new(Code::InvalidArgument, "INVALID_ARGUMENT", "invalid request")
                         .with_violation("", "not one request message in time");

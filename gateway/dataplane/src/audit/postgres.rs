@@ -113,7 +113,13 @@ impl Connector for PostgresConnector {
 struct PostgresDatabase(Client);
 
 fn failed(error: &postgres::Error) -> AuditError {
-    AuditError::database(error)
+    // The driver's own Display is only "db error": the server's message says what failed.
+    match error.as_db_error() {
+        Some(server) => {
+            AuditError::Database(format!("{}: {}", server.code().code(), server.message()))
+        }
+        None => AuditError::database(error),
+    }
 }
 
 impl Database for PostgresDatabase {
