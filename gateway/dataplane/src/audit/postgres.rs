@@ -7,7 +7,10 @@
 //! takes, so Rust and Python processes starting together create it one at a time. Batches go
 //! to the server as arrays (`UNNEST`): one round trip per table, not one per row.
 
-use std::time::{Duration, SystemTime};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use postgres::{Client, Config, NoTls};
 
@@ -68,7 +71,13 @@ INSERT INTO audit_head (id, tree_size) SELECT 1, 0 WHERE NOT EXISTS (SELECT 1 FR
 #[derive(Debug, Clone)]
 pub struct PostgresConnector {
     config: Config,
+    /// An attempt that outlived its wait, still under way: the next connection waits for it
+    /// rather than starting another, so that a server that never answers costs one thread.
+    pending: Arc<Mutex<Option<Attempt>>>,
 }
+
+/// A connection attempt under way on its own thread, and when it began.
+type Attempt = (Instant, Receiver<Result<Client, postgres::Error>>);
 
 impl PostgresConnector {
     /// Connections as `url` says: `postgresql://user@host:port/database` or a libpq
@@ -89,18 +98,68 @@ impl PostgresConnector {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            pending: Arc::default(),
+        })
     }
 
-    /// A connection of its own (the store's are private to it).
+    /// A connection of its own (the store's are private to it), within the connect timeout.
+    ///
+    /// The driver's `connect_timeout` bounds only the socket's connect: a server (or a proxy)
+    /// that accepts the connection and never answers the startup would hold the caller for
+    /// good. The attempt runs on a thread of its own and is waited for that long at most.
     ///
     /// # Errors
     ///
-    /// [`AuditError::Database`].
+    /// [`AuditError::Database`], also when no connection came within the timeout.
     pub fn open(&self) -> Result<Client, AuditError> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| AuditError::database(&e))
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let wait = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        // An earlier attempt still under way is waited for; one that ended meanwhile gives
+        // its connection; one that failed (during the outage it outlived), or that has hung
+        // for two timeouts, is replaced by a new one (a hung thread ends with its socket).
+        let earlier = pending
+            .take()
+            .and_then(|(started, attempt)| match attempt.try_recv() {
+                Ok(Ok(client)) => Some(Ok(client)),
+                Err(TryRecvError::Empty) if started.elapsed() < 2 * wait => {
+                    Some(Err((started, attempt)))
+                }
+                Ok(Err(_)) | Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            });
+        let (started, attempt) = match earlier {
+            Some(Ok(client)) => return Ok(client),
+            Some(Err(attempt)) => attempt,
+            None => {
+                let (sender, attempt) = mpsc::channel();
+                let config = self.config.clone();
+                thread::Builder::new()
+                    .name("audit-connect".into())
+                    .spawn(move || drop(sender.send(config.connect(NoTls))))
+                    .map_err(|e| AuditError::database(&e))?;
+                (Instant::now(), attempt)
+            }
+        };
+        match attempt.recv_timeout(wait) {
+            Ok(connected) => connected.map_err(|e| failed(&e)),
+            Err(RecvTimeoutError::Timeout) => {
+                *pending = Some((started, attempt));
+                Err(AuditError::Database(format!(
+                    "no PostgreSQL connection within {wait:?}"
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(AuditError::Database(
+                "the connection attempt ended without an answer".into(),
+            )),
+        }
     }
 }
 
@@ -348,4 +407,33 @@ impl Transaction for PostgresTransaction<'_, '_> {
 /// A node level as the `SMALLINT` column holds it.
 fn level_column(level: u32) -> Result<i16, AuditError> {
     i16::try_from(level).map_err(|_| AuditError::Corrupt(format!("a node of level {level}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_accepts_and_never_answers_costs_one_timeout_not_the_caller_for_good() {
+        // Accepts connections (the backlog does) and never says a word.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = silent.local_addr().expect("an address").port();
+        let connector = PostgresConnector::new(&format!(
+            "postgresql://postgres@127.0.0.1:{port}/audit?connect_timeout=1"
+        ))
+        .expect("a URL");
+        for _ in 0..2 {
+            let began = Instant::now();
+            let Err(error) = connector.open() else {
+                panic!("a connection to a server that never answers");
+            };
+            assert!(
+                began.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                began.elapsed()
+            );
+            assert!(error.to_string().contains("within"), "{error}");
+        }
+        drop(silent);
+    }
 }
