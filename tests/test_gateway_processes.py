@@ -88,7 +88,7 @@ certificate = {gateway_client_certificate}
 private_key = {gateway_client_key}
 
 [gateway.routes]
-"{citizen_service}" = "{police}"
+"{citizen_service}" = {{ address = "{police}", identity = "spiffe://lienthong.local/mps/population" }}
 
 [justice]
 listen = "127.0.0.1:{justice_port}"
