@@ -300,8 +300,9 @@ def test_weak_and_foreign_certificates_fail_the_handshake_audited_with_peer_and_
     cases = {
         "WEAK_RSA_KEY": openssl.issue("rsa1024", ours, spiffe_id=PORTAL, key=("rsa:1024",)),
         "WEAK_SIGNATURE": openssl.issue("sha1", ours, spiffe_id=PORTAL, digest="sha1"),
-        # A CA named like ours: webpki finds it by name, and its signature does not verify.
-        "BAD_SIGNATURE": openssl.issue("stranger", openssl.ca("other-ca"), spiffe_id=PORTAL),
+        # A CA named like ours: webpki finds it by name and its signature does not verify;
+        # an issuer that is not ours, in the category the Python gateway gives it too.
+        "UNTRUSTED_ISSUER": openssl.issue("stranger", openssl.ca("other-ca"), spiffe_id=PORTAL),
     }
     calls_before = len(proxy.echo.metadata)
     for made in cases.values():

@@ -88,7 +88,7 @@ certificate = {gateway_client_certificate}
 private_key = {gateway_client_key}
 
 [gateway.routes]
-"{citizen_service}" = {{ address = "{police}", identity = "spiffe://lienthong.local/mps/population" }}
+"{citizen_service}" = {{ address = "{police}", identity = "{police_id}" }}
 
 [justice]
 listen = "127.0.0.1:{justice_port}"
@@ -144,6 +144,7 @@ def write_config(
             gateway_server_key=_toml(gateway_server.private_key),
             gateway_client_certificate=_toml(gateway_client.certificate),
             gateway_client_key=_toml(gateway_client.private_key),
+            police_id="spiffe://lienthong.local/mps/population",
             citizen_service=CITIZEN_SERVICE,
             police=police_address,
             justice_port=free_port(),

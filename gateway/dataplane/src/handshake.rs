@@ -44,8 +44,8 @@ fn certificate_reason(error: &CertificateError) -> &'static str {
             "NOT_YET_VALID"
         }
         CertificateError::Revoked => "REVOKED",
-        CertificateError::UnknownIssuer => "UNTRUSTED_ISSUER",
-        CertificateError::BadSignature => "BAD_SIGNATURE",
+        // A signature our CA's key does not verify: issued by someone else under its name.
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => "UNTRUSTED_ISSUER",
         // webpki verifies no SHA-1 (or weaker) signature at all.
         CertificateError::UnsupportedSignatureAlgorithmContext { .. } => {
             Refusal::WeakSignature.reason()

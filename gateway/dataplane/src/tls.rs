@@ -2,11 +2,11 @@
 //!
 //! The server leg requires a client certificate chaining to the callers' CA and not revoked
 //! by the configured CRLs (the leaf only, and a certificate no CRL speaks of is not revoked,
-//! as `gateway/revocation.py` decides), with an RSA key of at least 2048 bits and no SHA-1
-//! (or weaker) signature: those fail the handshake (issue 15). Its identity and its other
-//! fitness are not looked at here: a certificate without an identity, a CA certificate or one
-//! whose key usages do not fit completes the handshake and its calls are refused with
-//! UNAUTHENTICATED, as the Python gateway refuses them.
+//! as `gateway/revocation.py` decides), with an RSA key of at least 2048 bits, no SHA-1 (or
+//! weaker) signature, and a key usage that allows signing: those fail the handshake (issue
+//! 15), as `BoringSSL` fails a key usage without `digitalSignature` for the Python gateway. Its
+//! identity and its other fitness are not looked at here: a certificate without an identity
+//! completes the handshake and its calls are refused with UNAUTHENTICATED.
 //!
 //! The upstream leg verifies the upstream's chain against the upstreams' CA, and in place
 //! of the host name, the SPIFFE ID its route names ([`crate::identity::expect_identity`]):
@@ -120,7 +120,18 @@ pub fn server_config(
     .only_check_end_entity_revocation()
     .allow_unknown_revocation_status()
     .build()?;
-    let verifier = Arc::new(StrongCallers { webpki: verifier });
+    let ca_subjects = pem_all::<CertificateDer<'static>>(&files.ca_certificate, "certificate")?
+        .iter()
+        .filter_map(|ca| {
+            x509_parser::parse_x509_certificate(ca)
+                .ok()
+                .map(|(_, ca)| ca.subject().as_raw().to_vec())
+        })
+        .collect();
+    let verifier = Arc::new(StrongCallers {
+        webpki: verifier,
+        ca_subjects,
+    });
     let (chain, key) = own_chain_and_key(files)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -130,10 +141,27 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// webpki's verdict on a caller's chain, then no weak key or signature in the leaf.
+/// webpki's verdict on a caller's chain, then no weak key or signature in the leaf, and a
+/// key usage that allows signing (as `BoringSSL` refuses it for the Python gateway).
+///
+/// A leaf whose issuer is none of our CAs is refused as of an unknown issuer, whatever else
+/// webpki found first (a self-signed certificate is often CA:TRUE too): the category an
+/// operator acts on is "not ours", as the Python gateway's.
 #[derive(Debug)]
 struct StrongCallers {
     webpki: Arc<dyn ClientCertVerifier>,
+    /// The subjects (DER) of the CAs of the bundle.
+    ca_subjects: Vec<Vec<u8>>,
+}
+
+impl StrongCallers {
+    fn issued_by_a_ca(&self, leaf: &[u8]) -> bool {
+        x509_parser::parse_x509_certificate(leaf).is_ok_and(|(_, leaf)| {
+            self.ca_subjects
+                .iter()
+                .any(|subject| subject.as_slice() == leaf.issuer().as_raw())
+        })
+    }
 }
 
 impl ClientCertVerifier for StrongCallers {
@@ -147,15 +175,25 @@ impl ClientCertVerifier for StrongCallers {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
+        let verified = match self
             .webpki
-            .verify_client_cert(end_entity, intermediates, now)?;
-        match identity::client_certificate_problem(end_entity.as_ref()) {
-            Some(refusal @ (identity::Refusal::WeakRsaKey | identity::Refusal::WeakSignature)) => {
-                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                    OtherError(Arc::new(refusal)),
-                )))
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(_) if !self.issued_by_a_ca(end_entity.as_ref()) => {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer,
+                ))
             }
+            verdict => verdict?,
+        };
+        match identity::client_certificate_problem(end_entity.as_ref()) {
+            Some(
+                refusal @ (identity::Refusal::WeakRsaKey
+                | identity::Refusal::WeakSignature
+                | identity::Refusal::KeyUsage),
+            ) => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(refusal)),
+            ))),
             _ => Ok(verified),
         }
     }
