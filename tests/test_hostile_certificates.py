@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -32,8 +33,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from dataplane_build import built_binary
 from dev_config import wait_serving, write_dev_config
 from openssl_certs import Made, OpenSsl
+from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 from stack import tls_of
 
@@ -41,6 +44,7 @@ from certs.pki import DevPki, init_dev_pki
 from gateway.audit.entry import AuditEntry
 from gateway.audit.service import AuditApi
 from gateway.audit.store import Appended, AuditLog, CompletionQuery
+from gateway.compiled import BINARY_VARIABLE
 from gateway.handshake_audit import HANDSHAKE_METHOD, REASONS, HandshakeAudit, refusal_reason
 from gateway.metrics import GatewayMetrics
 from lienthong import metadata
@@ -90,6 +94,9 @@ class GatewayProcess:
     stderr: Path
     database_url: str
     process: subprocess.Popen[bytes]
+    # "python": grpcio's gateway, whose refusals it learns from grpc's stderr lines (no peer);
+    # "compiled": lienthong-gateway, which records each natively, with the peer's address.
+    data_plane: str
 
     @property
     def our_ca(self) -> Made:
@@ -124,15 +131,28 @@ class GatewayProcess:
             log._engine.dispose()
 
     def handshake_metrics(self) -> dict[str, float]:
-        """lienthong_gateway_tls_handshake_failures_total by reason, from /metrics."""
+        """lienthong_gateway_tls_handshake_failures_total by reason, from /metrics (Prometheus
+        text or OpenMetrics, as its Content-Type says)."""
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:  # noqa: S310
+            kind = response.headers["Content-Type"]
             text = response.read().decode()
+        parse = (
+            openmetrics_parser.text_string_to_metric_families
+            if kind.startswith("application/openmetrics-text")
+            else text_string_to_metric_families
+        )
         return {
             sample.labels["reason"]: sample.value
-            for family in text_string_to_metric_families(text)
+            for family in parse(text)
             for sample in family.samples
             if sample.name == "lienthong_gateway_tls_handshake_failures_total"
         }
+
+    def refusal_lines(self) -> list[dict[str, object]]:
+        """The compiled gateway's log lines about refused handshakes."""
+        lines = self.stdout.read_text(encoding="utf-8").splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        return [event for event in events if event["event"] == "tls_handshake_refused"]
 
     def handshake_lines(self) -> list[str]:
         """grpc's lines about refused handshakes, as they reached the process's stderr."""
@@ -147,12 +167,16 @@ def _wait_healthy(gateway: GatewayProcess) -> None:
         pytest.fail(f"the gateway {problem}:\n{output}")
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+@pytest.fixture(scope="module", params=["python", "compiled"])
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[GatewayProcess]:
     """One gateway process for the module, on a PKI of its own; stopped with SIGTERM after.
+    The module runs once with each data plane (issue 15).
 
     Stopping must be clean: exit status 0, and `lienthong audit verify` passes afterwards.
     """
+    data_plane = str(request.param)
     directory = tmp_path_factory.mktemp("hostile")
     pki = init_dev_pki(directory / "pki")
     database_url = f"sqlite:///{directory / 'audit.db'}"
@@ -163,6 +187,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     stdout, stderr = directory / "gateway.jsonl", directory / "gateway.stderr"
     # grpc logs refused handshakes at its default verbosity, which the test makes sure of.
     environment = {k: v for k, v in os.environ.items() if k not in {"GRPC_VERBOSITY", "GRPC_TRACE"}}
+    environment["LIENTHONG__GATEWAY__DATA_PLANE"] = data_plane
+    if data_plane == "compiled":
+        environment[BINARY_VARIABLE] = str(built_binary())
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "lienthong.cli", "serve", "gateway", "--config", str(config)],
@@ -170,7 +197,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         )  # fmt: skip
     running = GatewayProcess(
         pki, config, settings.listen, f"http://{settings.metrics_listen}/metrics",
-        stdout, stderr, database_url, process,
+        stdout, stderr, database_url, process, data_plane,
     )  # fmt: skip
     try:
         _wait_healthy(running)
@@ -186,9 +213,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 
 @pytest.fixture(scope="module")
-def openssl(tmp_path_factory: pytest.TempPathFactory) -> OpenSsl:
-    """The openssl command, working in a directory of the module's own."""
-    return OpenSsl(tmp_path_factory.mktemp("openssl"))
+def openssl(tmp_path_factory: pytest.TempPathFactory, gateway: GatewayProcess) -> OpenSsl:
+    """The openssl command, working in a directory of its own for each gateway (each has a
+    PKI of its own: certificates made for one are not of the other's CA)."""
+    return OpenSsl(tmp_path_factory.mktemp(f"openssl-{gateway.data_plane}"))
 
 
 # Clients ----------------------------------------------------------------------------------
@@ -381,9 +409,23 @@ def test_a_certificate_refused_at_the_handshake_is_audited_per_attempt(
             16,
             None,
         )
-        assert entry.request_id is None
+        if gateway.data_plane == "compiled":  # it knows the peer: the caller's address
+            assert re.fullmatch(r"127\.0\.0\.1:\d+", entry.request_id or ""), entry.request_id
+        else:
+            assert entry.request_id is None
         assert entry.on_behalf_of is None
     assert gateway.handshake_metrics()[reason] >= counted_before + ATTEMPTS
+    if gateway.data_plane == "compiled":
+        # Each refusal it logged has exactly one entry, of the same exchange and peer.
+        logged = {
+            (line["exchange_id"], line["peer"], line["reason"]) for line in gateway.refusal_lines()
+        }
+        recorded = {
+            (entry.exchange_id, entry.request_id, entry.purpose)
+            for _, entry in gateway.completions(mark, method=HANDSHAKE_METHOD)
+        }
+        assert recorded <= logged
+        return
     # Each of grpc's lines reached stderr, and each has exactly one entry.
     assert _eventually(
         lambda: (
@@ -540,6 +582,14 @@ def test_the_audit_tools_list_and_verify_refused_handshakes(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("OK: ")
 
+    if gateway.data_plane == "compiled":
+        # Each refusal it logged is recorded once, under the exchange id of its log line.
+        logged = [line["exchange_id"] for line in gateway.refusal_lines()]
+        entries = [
+            entry.exchange_id for _, entry in gateway.completions(-1, method=HANDSHAKE_METHOD)
+        ]
+        assert sorted(entries) == sorted(logged)
+        return
     # grpc's lines pass through unchanged, and each is recorded once.
     lines = gateway.handshake_lines()
     assert all(refusal_reason(line) in REASONS for line in lines)

@@ -1,8 +1,7 @@
 //! Both TLS legs of the gateway, with rustls and its `ring` provider.
 //!
-//! The server leg requires a client certificate chaining to the callers' CA and not revoked
-//! by the configured CRLs (the leaf only, and a certificate no CRL speaks of is not revoked,
-//! as `gateway/revocation.py` decides), with an RSA key of at least 2048 bits, no SHA-1 (or
+//! The server leg requires a client certificate chaining to the callers' CA (whether the
+//! CRLs revoke it is asked on every call, `revocation`), with an RSA key of at least 2048 bits, no SHA-1 (or
 //! weaker) signature, and a key usage that allows signing: those fail the handshake (issue
 //! 15), as `BoringSSL` fails a key usage without `digitalSignature` for the Python gateway. Its
 //! identity and its other fitness are not looked at here: a certificate without an identity
@@ -108,17 +107,17 @@ pub fn server_config(
     crl_paths: &[PathBuf],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let mut crls: Vec<CertificateRevocationListDer<'static>> = Vec::new();
+    // The CRLs are read here so that a bad one stops the start (or a reload), but they are
+    // applied per call (`revocation`), not at the handshake: a revoked caller's calls are
+    // refused REVOKED and recorded under its certificate's identity, as the Python gateway
+    // records them, where a refused handshake could only say "revoked, by someone".
     for path in crl_paths {
-        crls.extend(pem_all(path, "CRL")?);
+        pem_all::<CertificateRevocationListDer<'static>>(path, "CRL")?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(
         roots(&files.ca_certificate)?,
         provider.clone(),
     )
-    .with_crls(crls)
-    .only_check_end_entity_revocation()
-    .allow_unknown_revocation_status()
     .build()?;
     let ca_subjects = pem_all::<CertificateDer<'static>>(&files.ca_certificate, "certificate")?
         .iter()

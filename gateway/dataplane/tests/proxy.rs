@@ -789,7 +789,7 @@ async fn a_call_reset_by_its_caller_while_forwarded_is_recorded_cancelled() {
 }
 
 #[tokio::test]
-async fn a_revoked_caller_fails_the_handshake() {
+async fn a_revoked_callers_calls_are_refused_revoked_and_recorded_under_its_identity() {
     let harness = Harness::start().await;
     let revoked = Issued {
         der: harness.revoked.der.clone(),
@@ -798,15 +798,19 @@ async fn a_revoked_caller_fails_the_handshake() {
         key_pem: String::new(),
         serial: harness.revoked.serial,
     };
-    // With TLS 1.3 the client learns of the refusal only when it next reads.
-    let refused = match harness.connect(revoked).await {
-        Err(_) => true,
-        Ok(mut sender) => sender
-            .send_request(request(ECHO, TestBody::full(vec![message(b"x")])))
-            .await
-            .is_err(),
-    };
-    assert!(refused);
+    let mut sender = harness.connect(revoked).await.expect("a connection");
+    let answer = call(
+        &mut sender,
+        request(ECHO, TestBody::full(vec![message(b"x")])),
+    )
+    .await;
+    assert_eq!(answer.status(), "16");
+    assert_eq!(answer.message(), "the client certificate is revoked");
+    assert!(harness.seen.calls().is_empty());
+    let entries = harness.entries();
+    let refused = entries.last().expect("its completion");
+    assert_eq!(refused["caller"], ALICE);
+    assert_eq!(refused["status"], "UNAUTHENTICATED");
 }
 
 #[test]
