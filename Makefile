@@ -7,15 +7,20 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 export GRPC_VERBOSITY ?= ERROR
 
-.PHONY: run run-postgres replay test rust-check soak lint check contracts baseline clean
+.PHONY: run run-postgres replay test rust-check soak lint check contracts baseline clean gateway-binary
 
-run: $(PY_STAMP)
+# The compiled gateway that `lienthong serve gateway` runs (data_plane = "compiled"), built as
+# it is deployed; cargo rebuilds only what changed.
+gateway-binary:
+	cargo build --release --locked --quiet --bin lienthong-gateway
+
+run: $(PY_STAMP) gateway-binary
 	$(BIN)/lienthong run --config config/dev.toml
 
 # The same stack with PostgreSQL for all three databases (created if missing), as in
 # production: the server at $(POSTGRES), overridable.
 POSTGRES ?= postgresql+psycopg://postgres@127.0.0.1:5432
-run-postgres: $(PY_STAMP)
+run-postgres: $(PY_STAMP) gateway-binary
 	LIENTHONG__JUSTICE__DATABASE_URL=$(POSTGRES)/lienthong_justice \
 	LIENTHONG__POLICE__DATABASE_URL=$(POSTGRES)/lienthong_police \
 	LIENTHONG__GATEWAY__AUDIT__DATABASE_URL=$(POSTGRES)/lienthong_audit \

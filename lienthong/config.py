@@ -65,8 +65,8 @@ class GatewayConfig:
     # The SPIFFE ID each routed service's upstream must present, by service; the compiled
     # data plane needs one for every route.
     route_identities: dict[str, str] = field(default_factory=dict)
-    # Which gateway `lienthong serve gateway` runs: grpcio's, or lienthong-gateway (issue 15).
-    data_plane: Literal["python", "compiled"] = "python"
+    # Which gateway `lienthong serve gateway` runs: lienthong-gateway, or grpcio's (issue 15).
+    data_plane: Literal["python", "compiled"] = "compiled"
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackCo
     root = _Section(data, "", path.resolve().parent)
     gateway, justice, police = root.sub("gateway"), root.sub("justice"), root.sub("police")
     routes, route_identities = _routes(gateway.sub("routes").data)
-    data_plane = gateway.data.get("data_plane", "python")
+    data_plane = gateway.data.get("data_plane", "compiled")
     if data_plane not in ("python", "compiled"):
         raise ConfigError('gateway.data_plane must be "python" or "compiled"')
     if data_plane == "compiled" and set(route_identities) != set(routes):

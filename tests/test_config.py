@@ -33,7 +33,7 @@ def test_each_route_names_its_upstreams_address_and_identity() -> None:
     assert config.gateway.routes[service] == "127.0.0.1:50071"
     assert config.gateway.route_identities[service] == "spiffe://lienthong.local/mps/population"
     assert set(config.gateway.route_identities) == set(config.gateway.routes)
-    assert config.gateway.data_plane == "python"
+    assert config.gateway.data_plane == "compiled"
 
 
 def test_environment_variables_override_the_file() -> None:
