@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from dataplane_build import built_binary
 from dev_config import DEV_CONFIG, wait_serving, write_dev_config
 from stack import tls_of
+from waiting import eventually
 
 from certs.pki import init_dev_pki
 from gateway.compiled import BINARY_VARIABLE
@@ -25,15 +25,6 @@ from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
 from lienthong.tls import secure_channel
 
 PORTAL_GRANT = 'caller = "spiffe://lienthong.local/moj/officer-portal"\nmethods = ["lienthong.gateway.v1.AuditService/*"]'  # noqa: E501 - as it stands in the file
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def _children(pid: int) -> list[int]:
@@ -108,14 +99,14 @@ def test_the_policy_recompiles_on_change_and_the_control_plane_leaves_with_the_g
                 PORTAL_GRANT, PORTAL_GRANT.replace("Service/*", "Service/GetInclusionProof")
             )
         )
-        assert _eventually(lambda: status() == grpc.StatusCode.PERMISSION_DENIED)
+        assert eventually(lambda: status() == grpc.StatusCode.PERMISSION_DENIED)
         policy.write_text("[[grant]]\nnot a policy")  # kept out: the last good one stays
         time.sleep(1)
         assert status() == grpc.StatusCode.PERMISSION_DENIED
 
         process.send_signal(signal.SIGKILL)
         process.wait()
-        assert _eventually(lambda: not _alive(control_plane))
+        assert eventually(lambda: not _alive(control_plane))
         assert not folder.exists()
     finally:
         if process.poll() is None:

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from ports import free_port
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from sqlalchemy import text
 from stack import tls_of
+from waiting import eventually
 
 from certs.pki import DevPki, init_dev_pki
 from gateway.audit import merkle
@@ -413,21 +414,12 @@ def test_the_health_check_answers_for_the_gateway_and_its_routed_services(proxy:
         serving = health_pb2.HealthCheckResponse.SERVING
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == serving
         # SERVING once the gateway's first health check of the upstream came back.
-        assert _eventually(lambda: _health(proxy, SERVICE) == serving)
+        assert eventually(lambda: _health(proxy, SERVICE) == serving)
         with pytest.raises(grpc.RpcError) as unknown:
             health.Check(health_pb2.HealthCheckRequest(service="lienthong.no.v1.Such"), timeout=10)
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert len(proxy.echo.metadata) == calls_before
     assert entries() == entries_before
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def _health(proxy: Proxy, service: str) -> int:
@@ -492,15 +484,15 @@ def test_health_and_the_upstream_gauge_follow_the_upstream_as_it_goes_and_comes_
     up = ("lienthong_gateway_upstream_up", frozenset({("service", SERVICE)}))
     with contextmanager(_start)(binary, tmp_path, POPULATION) as proxy:
         assert _health(proxy, "") == serving
-        assert _eventually(lambda: _health(proxy, SERVICE) == serving)
+        assert eventually(lambda: _health(proxy, SERVICE) == serving)
         assert _samples(proxy)[up] == 1
         proxy.echo_server.stop(grace=None).wait()
-        assert _eventually(lambda: _health(proxy, SERVICE) == not_serving)
+        assert eventually(lambda: _health(proxy, SERVICE) == not_serving)
         assert _samples(proxy)[up] == 0
         assert _health(proxy, "") == serving
         back, _, _ = start_echo(tls_of(proxy.pki, "police").read(), f"127.0.0.1:{proxy.echo_port}")
         try:
-            assert _eventually(lambda: _health(proxy, SERVICE) == serving, timeout=20)
+            assert eventually(lambda: _health(proxy, SERVICE) == serving, timeout=20)
             assert _samples(proxy)[up] == 1
         finally:
             back.stop(grace=None)

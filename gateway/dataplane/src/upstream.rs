@@ -76,15 +76,6 @@ impl Upstream {
         &self.address
     }
 
-    /// Whether the last attempt to connect failed within [`RETRY_AFTER`] (not known while
-    /// an attempt is under way: then `false`).
-    #[must_use]
-    pub fn is_failing(&self) -> bool {
-        self.state
-            .try_lock()
-            .is_ok_and(|state| matches!(&*state, State::Failed(at) if at.elapsed() < RETRY_AFTER))
-    }
-
     /// A handle to the open connection, made now if there is none.
     ///
     /// # Errors

@@ -316,12 +316,7 @@ impl Transaction for SqliteTransaction<'_> {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
             })
             .map_err(|e| failed(&e))?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (index, data) = row.map_err(|e| failed(&e))?;
-            entries.push((to_u64(index)?, data));
-        }
-        Ok(entries)
+        leaf_rows(rows)
     }
 
     fn completions(&mut self, query: &CompletionQuery) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
@@ -353,13 +348,19 @@ impl Transaction for SqliteTransaction<'_> {
                 |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
             )
             .map_err(|e| failed(&e))?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (index, data) = row.map_err(|e| failed(&e))?;
-            entries.push((to_u64(index)?, data));
-        }
-        Ok(entries)
+        leaf_rows(rows)
     }
+}
+
+/// (leaf index, entry bytes) rows as the store hands them out.
+fn leaf_rows(
+    rows: impl Iterator<Item = rusqlite::Result<(i64, Vec<u8>)>>,
+) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+    rows.map(|row| {
+        let (index, data) = row.map_err(|e| failed(&e))?;
+        Ok((to_u64(index)?, data))
+    })
+    .collect()
 }
 
 /// `moment` as `SQLAlchemy`'s `SQLite` `DateTime` stores it: UTC, `YYYY-MM-DD HH:MM:SS.ffffff`.
