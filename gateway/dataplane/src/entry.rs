@@ -129,6 +129,32 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// An entry of `kind` for a new exchange (a fresh id) of `method` begun at `start_time`,
+    /// every other field empty: the exchange fills in what it learns.
+    #[must_use]
+    pub fn begun(kind: Kind, method: String, start_time: String) -> Self {
+        AuditEntry {
+            kind,
+            exchange_id: uuid::Uuid::new_v4().to_string(),
+            caller: None,
+            upstream: None,
+            method,
+            purpose: None,
+            on_behalf_of: None,
+            request_id: None,
+            start_time,
+            end_time: None,
+            status_code: None,
+            status: None,
+            request_bytes: None,
+            response_bytes: None,
+            request_sha256: None,
+            response_sha256: None,
+            request_leaf: None,
+            version: FORMAT_VERSION,
+        }
+    }
+
     /// The canonical bytes of the entry, which its leaf hash covers.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {

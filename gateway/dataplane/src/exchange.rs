@@ -16,7 +16,7 @@ use base64::Engine;
 use http::{HeaderMap, HeaderValue};
 
 use crate::audit::{Appended, AuditError, AuditStore};
-use crate::entry::{bounded, AuditEntry, Kind, FORMAT_VERSION, TEXT_LIMITS};
+use crate::entry::{bounded, AuditEntry, Kind, TEXT_LIMITS};
 use crate::handshake;
 use crate::limits::Slot;
 use crate::log;
@@ -158,24 +158,15 @@ impl Exchange {
                 .map(|text| limited(field, &text).into_owned())
         };
         let entry = AuditEntry {
-            kind: Kind::Request,
-            exchange_id: uuid::Uuid::new_v4().to_string(),
             caller: caller.map(str::to_owned),
-            upstream: None,
-            method: limited("method", path).into_owned(),
             purpose: declared(metadata::PURPOSE, "purpose"),
             on_behalf_of: declared(metadata::ON_BEHALF_OF, "on_behalf_of"),
             request_id: declared(metadata::REQUEST_ID, "request_id"),
-            start_time: rfc3339(SystemTime::now()),
-            end_time: None,
-            status_code: None,
-            status: None,
-            request_bytes: None,
-            response_bytes: None,
-            request_sha256: None,
-            response_sha256: None,
-            request_leaf: None,
-            version: FORMAT_VERSION,
+            ..AuditEntry::begun(
+                Kind::Request,
+                limited("method", path).into_owned(),
+                rfc3339(SystemTime::now()),
+            )
         };
         Self {
             auditor,

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use rustls::{CertificateError, Error};
 
-use crate::entry::{AuditEntry, Kind, FORMAT_VERSION};
+use crate::entry::{AuditEntry, Kind};
 use crate::exchange::rfc3339;
 use crate::identity::Refusal;
 
@@ -73,24 +73,12 @@ pub fn was_attempted(error: &std::io::Error) -> bool {
 pub fn refusal_entry(reason: &str, peer: SocketAddr) -> AuditEntry {
     let now = rfc3339(SystemTime::now());
     AuditEntry {
-        kind: Kind::Completion,
-        exchange_id: uuid::Uuid::new_v4().to_string(),
-        caller: None,
-        upstream: None,
-        method: HANDSHAKE_METHOD.to_owned(),
         purpose: Some(reason.to_owned()),
-        on_behalf_of: None,
         request_id: Some(peer.to_string()),
-        start_time: now.clone(),
-        end_time: Some(now),
+        end_time: Some(now.clone()),
         status_code: Some(16),
         status: Some("UNAUTHENTICATED".to_owned()),
-        request_bytes: None,
-        response_bytes: None,
-        request_sha256: None,
-        response_sha256: None,
-        request_leaf: None,
-        version: FORMAT_VERSION,
+        ..AuditEntry::begun(Kind::Completion, HANDSHAKE_METHOD.to_owned(), now)
     }
 }
 
