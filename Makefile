@@ -9,8 +9,8 @@ export GRPC_VERBOSITY ?= ERROR
 
 .PHONY: run run-postgres replay test rust-check soak lint check contracts baseline clean gateway-binary
 
-# The compiled gateway that `lienthong serve gateway` runs (data_plane = "compiled"), built as
-# it is deployed; cargo rebuilds only what changed.
+# lienthong-gateway, which `lienthong serve gateway` runs, built as it is deployed; cargo
+# rebuilds only what changed.
 gateway-binary:
 	cargo build --release --locked --quiet --bin lienthong-gateway
 

@@ -88,7 +88,6 @@ class Settings:
     paced_seconds: float
     paced_fraction: float
     quiet_wait: float
-    data_plane: str
 
 
 @dataclass(frozen=True)
@@ -367,8 +366,8 @@ def section(command: str, settings: Settings, facts: dict[str, str], notes: list
         (
             f"Measured {facts['date']} on {facts['nproc']} cores ({facts['cpu']}), "
             f"{facts['memory']}, {facts['kernel']}; Python {facts['python']}, grpcio "
-            f"{facts['grpcio']}, SQLite {facts['sqlite']}, nginx {facts['nginx']}; the gateway's "
-            f"data plane: {settings.data_plane}. The load "
+            f"{facts['grpcio']}, SQLite {facts['sqlite']}, nginx {facts['nginx']}; the gateway: "
+            "lienthong-gateway, release build. The load "
             f"generator ({settings.load_processes} processes), the upstream and the proxy "
             "all share these cores. One run; rerun the command to reproduce."
         ),
@@ -408,13 +407,9 @@ def run(settings: Settings, nginx_binary: str, nginx_workers: str) -> tuple[dict
                 work,
                 upstream.address,
                 max_concurrent=max(64, settings.concurrency),
-                data_plane=settings.data_plane,
             )
-            binary = None
-            if settings.data_plane == "compiled":
-                print("gateway: building lienthong-gateway (release)", flush=True)
-                binary = build_dataplane()
-            gateway = start_gateway(config, listen, work, binary)
+            print("gateway: building lienthong-gateway (release)", flush=True)
+            gateway = start_gateway(config, listen, work, build_dataplane())
             running.append(gateway)
             wait_ready(pki, gateway)
             roles = {"upstream": upstream.pids, "proxy": gateway.pids}
@@ -456,12 +451,6 @@ def main() -> None:
     )
     parser.add_argument("--nginx-workers", default="auto", help="nginx worker_processes")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
-    parser.add_argument(
-        "--data-plane",
-        choices=("compiled", "python"),
-        default="compiled",
-        help="the gateway measured: lienthong-gateway (release build) or grpcio's",
-    )
     arguments = parser.parse_args()
     if arguments.concurrency < arguments.load_processes:
         parser.error("--concurrency must be at least --load-processes")
@@ -473,7 +462,6 @@ def main() -> None:
         paced_seconds=arguments.paced_seconds,
         paced_fraction=arguments.paced_fraction,
         quiet_wait=arguments.quiet_wait,
-        data_plane=arguments.data_plane,
     )
     command = " ".join([".venv/bin/python bench/proxy_bench.py", *sys.argv[1:]])
     started = time.monotonic()

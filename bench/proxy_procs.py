@@ -167,7 +167,7 @@ def start_upstream(pki: DevPki, directory: Path) -> Service:
 
 
 def gateway_config(
-    pki: DevPki, directory: Path, upstream: str, *, max_concurrent: int, data_plane: str
+    pki: DevPki, directory: Path, upstream: str, *, max_concurrent: int
 ) -> tuple[Path, str]:
     """Write the gateway's TOML configuration; return its path and the gateway's address.
 
@@ -175,8 +175,7 @@ def gateway_config(
     ``VerifyCitizen`` for the purpose ``identity-verification``), the CRL, metrics, and the
     audit log in SQLite in ``directory``; only the per-caller rate limit is lifted, so that
     the load generator's single identity is never refused. The Justice and Police sections
-    are there because the file must be complete; neither service is started. ``data_plane``
-    is "python" or "compiled" (lienthong-gateway, which checks the upstream's identity).
+    are there because the file must be complete; neither service is started.
     """
     listen = f"127.0.0.1:{free_port()}"
     pki_dir = pki.directory
@@ -200,7 +199,6 @@ listen = {q(listen)}
 policy = {q(REPO / "config" / "policy.toml")}
 crls = [{q(pki_dir / "crl.pem")}]
 metrics_listen = {q(f"127.0.0.1:{free_port()}")}
-data_plane = {q(data_plane)}
 
 [gateway.audit]
 database_url = {q(f"sqlite:///{directory / 'audit.db'}")}
@@ -253,18 +251,14 @@ def build_dataplane() -> Path:
     return REPO / "target" / "release" / "lienthong-gateway"
 
 
-def start_gateway(
-    config: Path, listen: str, directory: Path, binary: Path | None = None
-) -> Service:
+def start_gateway(config: Path, listen: str, directory: Path, binary: Path) -> Service:
     """``lienthong serve gateway --config CONFIG``; its JSON lines go to gateway.jsonl.
 
-    With ``binary``, the compiled data plane's (LIENTHONG_GATEWAY_BINARY): the service's
-    process is then lienthong-gateway itself, whose CPU time is the proxy's.
+    It runs ``binary`` (LIENTHONG_GATEWAY_BINARY): the service's process is then
+    lienthong-gateway itself, whose CPU time is the proxy's.
     """
     command = [sys.executable, "-m", "lienthong.cli", "serve", "gateway", "--config", str(config)]
-    environment = dict(os.environ)
-    if binary is not None:
-        environment["LIENTHONG_GATEWAY_BINARY"] = str(binary)
+    environment = {**os.environ, "LIENTHONG_GATEWAY_BINARY": str(binary)}
     return _spawn("gateway", command, directory / "gateway.jsonl", listen, environment=environment)
 
 

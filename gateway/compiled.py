@@ -1,4 +1,4 @@
-"""`lienthong serve gateway` with ``data_plane = "compiled"``: lienthong-gateway in its place.
+"""`lienthong serve gateway`: lienthong-gateway in its place.
 
 The control plane checks the configuration and compiles the policy
 (gateway/dataplane_config.py), then execs the binary, so that the supervisor's signals
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from gateway.dataplane_config import write_dataplane_config
+from gateway.policy import PolicyError
 from gateway.policy_compiler import PolicyCompiler
 from lienthong.config import ConfigError, GatewayConfig
 from lienthong.contracts import methods
@@ -56,12 +57,12 @@ def exec_compiled(config: GatewayConfig) -> NoReturn:
     """
     program = binary()
     known = methods()
-    # As the Python gateway does: a PostgreSQL audit database is created if missing.
+    # As the adapters' databases: a PostgreSQL audit database is created if missing.
     ensure_database(config.audit.database_url)
     directory = Path(tempfile.mkdtemp(prefix="lienthong-gateway-"))
     try:
         files = write_dataplane_config(config, known, directory)
-    except ValueError as error:
+    except PolicyError as error:
         shutil.rmtree(directory, ignore_errors=True)
         raise ConfigError(f"gateway: {error}") from None
     compiler = PolicyCompiler(config.policy, known, files.policy)

@@ -62,14 +62,9 @@ def write_dataplane_config(
 ) -> DataPlaneFiles:
     """Write the data plane's configuration and compiled policy into ``directory``.
 
-    Every route needs the SPIFFE ID its upstream's certificate must carry
-    (``config.route_identities``). The policy is checked against ``contract_methods`` here
-    (PolicyError if it is wrong); the files are owner-only, as the rest of the gateway's
-    configuration.
+    The policy is checked against ``contract_methods`` here (PolicyError if it is wrong); the
+    files are owner-only, as the rest of the gateway's configuration.
     """
-    missing = sorted(set(config.routes) - set(config.route_identities))
-    if missing:
-        raise ValueError(f"no upstream identity for {', '.join(missing)}")
     directory.mkdir(parents=True, exist_ok=True)
     policy_path = directory / "policy.json"
     write_private(policy_path, load_policy(config.policy, contract_methods).to_json())
@@ -88,8 +83,8 @@ def write_dataplane_config(
         },
         "metrics_listen": config.metrics_listen,
         "routes": {
-            service: {"address": address, "identity": config.route_identities[service]}
-            for service, address in sorted(config.routes.items())
+            service: {"address": route.address, "identity": route.identity}
+            for service, route in sorted(config.routes.items())
         },
         "limits": {
             "max_concurrent_streams": MAX_CONCURRENT_STREAMS,

@@ -1,9 +1,8 @@
 """The compiled data plane's policy, compiled again from the TOML whenever it changes.
 
 lienthong-gateway re-reads its policy JSON when it changes (gateway/dataplane/src/reload.rs);
-this keeps that file in step with the TOML an operator edits, through the same PolicyStore
-the Python gateway reloads with: a file that fails to load is logged and the last good
-policy stays in force (issue 15).
+this keeps that file in step with the TOML an operator edits, through a PolicyStore: a file
+that fails to load is logged and the last good policy stays in force (issue 15).
 """
 
 from __future__ import annotations

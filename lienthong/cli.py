@@ -265,7 +265,7 @@ def _policy_check(path: Path) -> int:
 def _serve(arguments: argparse.Namespace, config: StackConfig) -> int:
     configure_logging(arguments.service)
     # Each service imports only its own composition root.
-    if arguments.service == "gateway" and config.gateway.data_plane == "compiled":
+    if arguments.service == "gateway":
         from gateway.compiled import exec_compiled  # noqa: PLC0415
         from gateway.policy import PolicyError  # noqa: PLC0415
 
@@ -274,10 +274,6 @@ def _serve(arguments: argparse.Namespace, config: StackConfig) -> int:
         except (ConfigError, PolicyError) as error:
             sys.stderr.write(f"lienthong: {error}\n")
             return 2
-    elif arguments.service == "gateway":
-        from gateway.server import serve  # noqa: PLC0415
-
-        serve(config.gateway)
     elif arguments.service == "justice":
         from justice_adapter.server import serve as serve_justice  # noqa: PLC0415
 

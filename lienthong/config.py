@@ -12,12 +12,14 @@ supply what differs between machines without another file.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lienthong.identity import check_spiffe_id
 from lienthong.tls import TlsFiles
@@ -50,6 +52,14 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where the gateway sends a service's calls, and the SPIFFE ID that upstream must present."""
+
+    address: str
+    identity: str
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The gateway: its listener, policy, upstream routes, both TLS legs and its limits."""
 
@@ -57,16 +67,11 @@ class GatewayConfig:
     tls: TlsFiles
     upstream_tls: TlsFiles
     policy: Path
-    routes: dict[str, str]
+    routes: dict[str, Route]
     audit: AuditConfig
     crls: tuple[Path, ...] = ()
     metrics_listen: str | None = None
     limits: GatewayLimits = GatewayLimits()
-    # The SPIFFE ID each routed service's upstream must present, by service; the compiled
-    # data plane needs one for every route.
-    route_identities: dict[str, str] = field(default_factory=dict)
-    # Which gateway `lienthong serve gateway` runs: lienthong-gateway, or grpcio's (issue 15).
-    data_plane: Literal["python", "compiled"] = "compiled"
 
 
 @dataclass(frozen=True)
@@ -139,9 +144,33 @@ class _Section:
 
     def number(self, key: str, default: float, *, minimum: float) -> float:
         value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise ConfigError(f"{self.name}.{key} must be a number of at least {minimum}")
+        # TOML has nan and inf: neither is a limit, a rate or a duration.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < minimum
+        ):
+            raise ConfigError(f"{self.name}.{key} must be a finite number of at least {minimum}")
         return float(value)
+
+    def socket_address(self, key: str) -> str | None:
+        """An optional ``IP:port`` (``[IPv6]:port``): what the gateway binds, so no host name."""
+        value = self.data.get(key)
+        if value is None or value == "":
+            return None
+        host, _, port = str(value).rpartition(":")
+        try:
+            if host.startswith("[") and host.endswith("]"):
+                ipaddress.IPv6Address(host[1:-1])
+            else:
+                ipaddress.IPv4Address(host)
+            bound = port.isascii() and port.isdigit() and int(port) <= 65535  # noqa: PLR2004
+        except ValueError:
+            bound = False
+        if not isinstance(value, str) or not bound:
+            raise ConfigError(f"{self.name}.{key} must be IP:port, such as 127.0.0.1:9464")
+        return value
 
     def paths(self, key: str) -> tuple[Path, ...]:
         values = self.data.get(key, [])
@@ -226,29 +255,26 @@ def _value(text: str) -> object:
         return text
 
 
-def _routes(data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """Each route's address and, when given, its upstream's identity.
+def _routes(data: dict[str, Any]) -> dict[str, Route]:
+    """Each route: ``{ address = "host:port", identity = "spiffe://..." }``.
 
-    A route is ``"host:port"`` or ``{ address = "host:port", identity = "spiffe://..." }``.
+    The identity is required: the gateway verifies that the upstream's certificate carries it.
     """
-    addresses: dict[str, str] = {}
-    identities: dict[str, str] = {}
+    routes: dict[str, Route] = {}
     for service, route in data.items():
-        if isinstance(route, str):
-            addresses[service] = route
-            continue
         if not isinstance(route, dict) or set(route) != {"address", "identity"}:
             raise ConfigError(
-                f"gateway.routes.{service} must be host:port or {{ address, identity }}"
+                f"gateway.routes.{service} must be {{ address, identity }}:"
+                " every upstream needs an identity"
             )
         if not isinstance(route["address"], str):
             raise ConfigError(f"gateway.routes.{service}.address must be host:port")
         try:
-            identities[service] = check_spiffe_id(str(route["identity"]))
+            identity = check_spiffe_id(str(route["identity"]))
         except ValueError as error:
             raise ConfigError(f"gateway.routes.{service}.identity: {error}") from None
-        addresses[service] = route["address"]
-    return addresses, identities
+        routes[service] = Route(route["address"], identity)
+    return routes
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackConfig:
@@ -262,13 +288,6 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackCo
     data = apply_environment(data, os.environ if environ is None else environ)
     root = _Section(data, "", path.resolve().parent)
     gateway, justice, police = root.sub("gateway"), root.sub("justice"), root.sub("police")
-    routes, route_identities = _routes(gateway.sub("routes").data)
-    data_plane = gateway.data.get("data_plane", "compiled")
-    if data_plane not in ("python", "compiled"):
-        raise ConfigError('gateway.data_plane must be "python" or "compiled"')
-    if data_plane == "compiled" and set(route_identities) != set(routes):
-        missing = ", ".join(sorted(set(routes) - set(route_identities)))
-        raise ConfigError(f"gateway.routes: the compiled data plane needs an identity: {missing}")
     return StackConfig(
         source=path,
         pki_directory=root.path("pki_directory"),
@@ -278,16 +297,14 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> StackCo
             tls=gateway.tls("tls"),
             upstream_tls=gateway.tls("upstream_tls"),
             policy=gateway.path("policy"),
-            routes=routes,
-            route_identities=route_identities,
-            data_plane=data_plane,
+            routes=_routes(gateway.sub("routes").data),
             audit=AuditConfig(
                 database_url=gateway.sub("audit").database_url("database_url"),
                 signing_key=gateway.sub("audit").path("signing_key"),
                 origin=gateway.sub("audit").data.get("origin", AuditConfig.origin),
             ),
             crls=gateway.paths("crls"),
-            metrics_listen=gateway.data.get("metrics_listen") or None,
+            metrics_listen=gateway.socket_address("metrics_listen"),
             limits=gateway.limits(),
         ),
         justice=JusticeConfig(

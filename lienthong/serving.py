@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
 
 import grpc
 import structlog
@@ -14,17 +13,8 @@ log = structlog.get_logger(__name__)
 DRAIN_SECONDS = 5.0
 
 
-def serve_until_signalled(
-    server: grpc.Server,
-    name: str,
-    port: int,
-    *,
-    on_drain: Callable[[], None] | None = None,
-) -> None:
-    """Start ``server``, wait for SIGTERM or SIGINT, then drain in-flight calls and stop.
-
-    ``on_drain`` runs first when stopping, for example to report NOT_SERVING to health checks.
-    """
+def serve_until_signalled(server: grpc.Server, name: str, port: int) -> None:
+    """Start ``server``, wait for SIGTERM or SIGINT, then drain in-flight calls and stop."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -32,7 +22,5 @@ def serve_until_signalled(
     log.info("server_started", server=name, port=port)
     stop.wait()
     log.info("server_draining", server=name, grace_seconds=DRAIN_SECONDS)
-    if on_drain is not None:
-        on_drain()
     server.stop(grace=DRAIN_SECONDS).wait()
     log.info("server_stopped", server=name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -104,14 +103,9 @@ class _ServiceProcess:
             sys.executable, "-m", "lienthong.cli", "serve", self._name,
             "--config", str(self._config.source),
         ]  # fmt: skip
-        environment = dict(os.environ)
-        if self._name == "gateway":
-            # The gateway audits the TLS handshakes grpc refuses from the lines grpc writes
-            # at its default verbosity (gateway/handshake_audit.py); ERROR would hide them.
-            environment.pop("GRPC_VERBOSITY", None)
         with log_path.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603
-                command, stdout=log, stderr=subprocess.STDOUT, env=environment
+                command, stdout=log, stderr=subprocess.STDOUT
             )
         return self._process
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 Signature = tuple[int, int, int] | None  # (inode, size, mtime_ns), None when missing
@@ -25,24 +25,17 @@ class FileWatch:
     can ask on every call; a replaced file (rename over it) counts as a change too.
     """
 
-    def __init__(
-        self,
-        paths: Iterable[Path],
-        *,
-        interval: float = 0.25,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, paths: Iterable[Path], *, interval: float = 0.25) -> None:
         """Watch ``paths`` from their present state."""
         self._paths = tuple(paths)
         self._interval = interval
-        self._clock = clock
         self._lock = threading.Lock()
         self._seen = [_signature(path) for path in self._paths]
-        self._checked = clock()
+        self._checked = time.monotonic()
 
     def changed(self) -> bool:
         """True once after any watched file changed (at most one look per interval)."""
-        now = self._clock()
+        now = time.monotonic()
         with self._lock:
             if now - self._checked < self._interval:
                 return False

@@ -27,9 +27,10 @@ from lienthong.signed_note import load_signer
 
 @dataclass
 class CompiledGateway:
-    """lienthong-gateway as a process, and what the tests read of a gateway: its audit log
-    (the Python store over the same database, read only) and its metrics port."""
+    """lienthong-gateway as a process, and what the tests read of a gateway: its address, its
+    audit log (the Python store over the same database, read only) and its metrics port."""
 
+    address: str
     process: subprocess.Popen[bytes]
     audit: AuditLog
     metrics_port: int
@@ -43,7 +44,7 @@ class CompiledGateway:
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
 
-    def stop(self, grace: float | None = None) -> None:  # noqa: ARG002 - it drains itself
+    def stop(self) -> None:
         """SIGTERM: it drains and exits 0."""
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -73,20 +74,50 @@ def start_compiled(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    host, port = config.listen.rsplit(":", 1)
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, f"lienthong-gateway exited: see {log_path}"
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, f"lienthong-gateway never listened on {port}"
-            time.sleep(0.05)
+    try:
+        _wait_listening(config.listen, process, log_path)
+    except AssertionError:  # release what was started, so that the failure is its own
+        process.kill()
+        process.wait()
+        compiler.stop()
+        log.close()
+        raise
     signer = load_signer(config.audit.origin, config.audit.signing_key.read_bytes())
     engine = make_engine(config.audit.database_url)
     assert config.metrics_listen is not None
     metrics_port = int(config.metrics_listen.rsplit(":", 1)[1])
     return CompiledGateway(
-        process, AuditLog(engine, signer), metrics_port, log, engine, compiler, log_path
-    )
+        config.listen, process, AuditLog(engine, signer), metrics_port, log, engine, compiler,
+        log_path,
+    )  # fmt: skip
+
+
+def _wait_listening(address: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, f"lienthong-gateway exited: see {log_path}"
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"lienthong-gateway never listened on {port}"
+            time.sleep(0.05)
+
+
+def refused_at_start(
+    config: GatewayConfig, directory: Path, extra_methods: dict[str, Method] | None = None
+) -> str:
+    """Start lienthong-gateway on ``config``, which it must refuse: it exits with a status
+    other than 0 (within 15 s, without serving). What it wrote."""
+    known = {**methods(), **(extra_methods or {})}
+    files = write_dataplane_config(config, known, directory / "dataplane")
+    try:
+        ran = subprocess.run(
+            [str(built_binary()), "--config", str(files.config)],
+            capture_output=True, text=True, timeout=15, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise AssertionError("lienthong-gateway started where it should have refused") from None
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    return ran.stdout + ran.stderr

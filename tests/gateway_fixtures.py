@@ -1,8 +1,7 @@
 """The gateway against the echo upstream, as fixtures shared by the gateway and audit tests.
 
-Each test runs against both data planes (issue 15): grpcio's gateway in process, and
-lienthong-gateway as a process, started from the same GatewayConfig. What a test reads of
-the gateway itself (its audit log, its metrics port) it reads the same way of either.
+lienthong-gateway runs as a process, started from a GatewayConfig as `lienthong serve
+gateway` starts it (tests/compiled_gateway.py); tests read its audit log and its metrics.
 """
 
 from __future__ import annotations
@@ -20,15 +19,12 @@ from echo_upstream import METHODS, SERVICE, Echo, start_echo
 from stack import free_port, tls_of
 
 from certs.pki import DevPki, init_dev_pki
-from gateway.server import Gateway, create_gateway
 from lienthong import metadata
-from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
-from lienthong.contracts import methods
+from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits, Route
 from lienthong.tls import TlsMaterial, secure_channel
 
 PORTAL = "spiffe://lienthong.local/moj/officer-portal"
 POPULATION = "spiffe://lienthong.local/mps/population"  # the echo upstream's certificate
-DATA_PLANES = ("python", "compiled")
 DEV_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
 REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
 PURPOSE = ((metadata.PURPOSE, "testing"),)
@@ -50,10 +46,38 @@ purposes = ["audit"]
 """
 
 
+def gateway_config(
+    pki: DevPki,
+    directory: Path,
+    upstream: str,
+    *,
+    limits: GatewayLimits | None = None,
+    audit_url: str | None = None,
+    crls: tuple[Path, ...] | None = None,
+) -> GatewayConfig:
+    """The gateway on a free port of loopback, routing the echo service to ``upstream``, with
+    POLICY, the audit log (SQLite in ``directory`` by default), the PKI's CRL and metrics."""
+    policy = directory / "policy.toml"
+    policy.write_text(POLICY, encoding="utf-8")
+    return GatewayConfig(
+        listen=f"127.0.0.1:{free_port()}",
+        tls=tls_of(pki, "gateway-server"),
+        upstream_tls=tls_of(pki, "gateway-client"),
+        policy=policy,
+        routes={SERVICE: Route(upstream, POPULATION)},
+        audit=AuditConfig(
+            audit_url or f"sqlite:///{directory / 'audit.db'}", pki.directory / "audit-log.key"
+        ),
+        crls=(pki.directory / "crl.pem",) if crls is None else crls,
+        metrics_listen=f"127.0.0.1:{free_port()}",
+        limits=limits or GatewayLimits(),
+    )
+
+
 @dataclass
 class Setup:
     pki: DevPki
-    gateway: Gateway | CompiledGateway
+    gateway: CompiledGateway
     address: str
     echo: Echo
     echo_server: grpc.Server
@@ -75,50 +99,28 @@ class Setup:
         )
 
 
-@pytest.fixture(params=DATA_PLANES)
-def data_plane(request: pytest.FixtureRequest) -> str:
-    """Which gateway the test runs against."""
-    return str(request.param)
-
-
 @pytest.fixture
-def make_setup(tmp_path: Path, data_plane: str) -> Iterator[Callable[..., Setup]]:
+def make_setup(tmp_path: Path) -> Iterator[Callable[..., Setup]]:
     started: list[Setup] = []
 
-    def make(limits: GatewayLimits | None = None, audit_url: str | None = None) -> Setup:
+    def make(
+        limits: GatewayLimits | None = None,
+        audit_url: str | None = None,
+        crls: tuple[Path, ...] | None = None,
+    ) -> Setup:
         pki = init_dev_pki(tmp_path / "pki")
         echo_server, echo_port, echo = start_echo(tls_of(pki, "police").read())
-        policy = tmp_path / "policy.toml"
-        policy.write_text(POLICY, encoding="utf-8")
-        address = f"127.0.0.1:{free_port()}"
-        config = GatewayConfig(
-            listen=address,
-            tls=tls_of(pki, "gateway-server"),
-            upstream_tls=tls_of(pki, "gateway-client"),
-            policy=policy,
-            routes={SERVICE: f"127.0.0.1:{echo_port}"},
-            route_identities={SERVICE: POPULATION},
-            audit=AuditConfig(
-                audit_url or f"sqlite:///{tmp_path / 'audit.db'}",
-                pki.directory / "audit-log.key",
-            ),
-            crls=(pki.directory / "crl.pem",),
-            metrics_listen="127.0.0.1:0" if data_plane == "python" else f"127.0.0.1:{free_port()}",
-            limits=limits or GatewayLimits(),
+        config = gateway_config(
+            pki, tmp_path, f"127.0.0.1:{echo_port}", limits=limits, audit_url=audit_url, crls=crls
         )
-        gateway: Gateway | CompiledGateway
-        if data_plane == "compiled":
-            gateway = start_compiled(config, tmp_path, METHODS)
-        else:
-            gateway = create_gateway(config, contract_methods={**methods(), **METHODS})
-            gateway.start()
-        setup = Setup(pki, gateway, address, echo, echo_server, echo_port, policy)
+        gateway = start_compiled(config, tmp_path, METHODS)
+        setup = Setup(pki, gateway, config.listen, echo, echo_server, echo_port, config.policy)
         started.append(setup)
         return setup
 
     yield make
     for setup in started:
-        setup.gateway.stop(grace=None)
+        setup.gateway.stop()
         setup.echo_server.stop(grace=None).wait()
 
 

@@ -1,6 +1,6 @@
 """Keys and certificates made with the `openssl` command, as an attacker would make them.
 
-Shared by the hostile-certificate tests of the Python gateway and of the compiled data plane.
+Shared by the hostile-certificate, data-plane and metrics tests.
 """
 
 from __future__ import annotations

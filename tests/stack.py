@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +11,10 @@ from compiled_gateway import CompiledGateway, start_compiled
 from ports import free_port
 
 from certs.pki import BOOTSTRAP_ADMINISTRATOR, DevPki, issue_officer_certificate
-from gateway.server import Gateway, create_gateway
 from justice_adapter.server import JusticeAdapter, create_adapter
 from lienthong import metadata
 from lienthong.civilregistry.v1 import officer_pb2, officer_service_pb2, officer_service_pb2_grpc
-from lienthong.config import AuditConfig, GatewayConfig, JusticeConfig, PoliceConfig
+from lienthong.config import AuditConfig, GatewayConfig, JusticeConfig, PoliceConfig, Route
 from lienthong.person.v1 import person_name_pb2
 from lienthong.place.v1 import administrative_unit_pb2 as au
 from lienthong.tls import TlsFiles, secure_channel
@@ -109,7 +107,7 @@ class Stack:
     police_address: str
     police: PoliceAdapter
     justice: JusticeAdapter
-    gateway: Gateway | CompiledGateway
+    gateway: CompiledGateway
     police_config: PoliceConfig
     justice_config: JusticeConfig
 
@@ -151,7 +149,7 @@ class Stack:
             self.justice.start()
 
     def stop_all(self) -> None:
-        self.gateway.stop(grace=None)
+        self.gateway.stop()
         self.justice.stop(grace=None)
         self.police.stop(grace=None).wait()
 
@@ -163,13 +161,9 @@ def start_stack(
     policy: Path = POLICY,
     grace_window_hours: float = 24.0,
     databases: dict[str, str] | None = None,
-    data_plane: str | None = None,
 ) -> Stack:
     """The stack on loopback; ``databases`` (URLs by "justice", "police", "audit") or SQLite
-    files in ``directory``; the gateway grpcio's in this process, or with ``data_plane``
-    "compiled" lienthong-gateway as a process (by default LIENTHONG_TEST_DATA_PLANE's, else
-    "python": so that every stack test can be run against the binary)."""
-    data_plane = data_plane or os.environ.get("LIENTHONG_TEST_DATA_PLANE", "python")
+    files in ``directory``; the adapters in this process, lienthong-gateway as a process."""
     urls = databases or {
         name: f"sqlite:///{directory / f'{name}.db'}" for name in ("justice", "police", "audit")
     }
@@ -186,31 +180,25 @@ def start_stack(
     )  # fmt: skip
     police = create_police(police_config)
     justice = create_adapter(justice_config)
-    routes = {
-        "lienthong.civilregistry.v1.BirthRegistrationService": (justice_address, REGISTRY_ID),
-        "lienthong.civilregistry.v1.OfficerService": (justice_address, REGISTRY_ID),
-        "lienthong.civilregistry.v1.ReconciliationService": (justice_address, REGISTRY_ID),
-        "lienthong.population.v1.CitizenService": (police_address, POPULATION_ID),
-    }
+    registry, population = Route(justice_address, REGISTRY_ID), Route(police_address, POPULATION_ID)
     config = GatewayConfig(
         listen=gateway_address,
         tls=tls_of(pki, "gateway-server"),
         upstream_tls=tls_of(pki, "gateway-client"),
         policy=policy,
-        routes={service: address for service, (address, _) in routes.items()},
-        route_identities={service: identity for service, (_, identity) in routes.items()},
+        routes={
+            "lienthong.civilregistry.v1.BirthRegistrationService": registry,
+            "lienthong.civilregistry.v1.OfficerService": registry,
+            "lienthong.civilregistry.v1.ReconciliationService": registry,
+            "lienthong.population.v1.CitizenService": population,
+        },
         audit=AuditConfig(urls["audit"], pki.directory / "audit-log.key"),
         crls=(pki.directory / "crl.pem",),
-        metrics_listen="127.0.0.1:0" if data_plane == "python" else f"127.0.0.1:{free_port()}",
+        metrics_listen=f"127.0.0.1:{free_port()}",
     )
     police.start()
     justice.start()
-    gateway: Gateway | CompiledGateway
-    if data_plane == "compiled":
-        gateway = start_compiled(config, directory / "gateway")
-    else:
-        gateway = create_gateway(config)
-        gateway.start()
+    gateway = start_compiled(config, directory / "gateway")
     return Stack(
         pki, gateway_address, justice_address, police_address, police, justice, gateway,
         police_config, justice_config,

@@ -26,7 +26,6 @@ from gateway.audit import merkle
 from gateway.audit.entry import AuditEntry
 from gateway.audit.store import AuditLog, entry_table, head_table, node_table
 from gateway.audit.tools import export, verify_export, verify_log
-from gateway.exchange_log import RECEIPT_KEY
 from lienthong import metadata
 from lienthong.config import GatewayLimits
 from lienthong.db import make_engine
@@ -51,7 +50,7 @@ def _verifier(setup: Setup) -> NoteVerifier:
 def _call_with_receipt(channel: grpc.Channel, payload: bytes) -> bytes:
     response, call = channel.unary_unary(UNARY).with_call(payload, timeout=30, metadata=PURPOSE)
     assert response == payload
-    receipts = [value for key, value in call.trailing_metadata() if key == RECEIPT_KEY]
+    receipts = [value for key, value in call.trailing_metadata() if key == metadata.RECEIPT]
     assert len(receipts) == 1
     return receipts[0]
 
@@ -130,7 +129,7 @@ def test_refused_calls_are_recorded_and_get_a_receipt(setup: Setup) -> None:
     with setup.channel() as channel, pytest.raises(grpc.RpcError) as raised:
         channel.unary_unary(UNARY)(b"x", timeout=10)  # no purpose
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    receipts = [v for k, v in raised.value.trailing_metadata() if k == RECEIPT_KEY]
+    receipts = [v for k, v in raised.value.trailing_metadata() if k == metadata.RECEIPT]
     receipt = parse_receipt(_verifier(setup).open(receipts[0].decode()))
     ((_, data),) = setup.gateway.audit.entries(receipt.leaf_index, receipt.leaf_index + 1)
     entry = AuditEntry.decode(data)

@@ -12,7 +12,6 @@ from echo_upstream import SERVICE, UNARY
 from gateway_fixtures import PURPOSE, Setup
 
 from gateway.audit.entry import TEXT_LIMITS, AuditEntry
-from gateway.exchange_log import RECEIPT_KEY
 from lienthong import metadata
 from lienthong.signed_note import NoteVerifier, parse_receipt
 
@@ -34,7 +33,7 @@ SENT = {
 
 
 def _receipt_of(trailers, setup: Setup):
-    (note,) = [value for key, value in trailers if key == RECEIPT_KEY]
+    (note,) = [value for key, value in trailers if key == metadata.RECEIPT]
     verifier = NoteVerifier(
         (setup.pki.directory / "audit-log.vkey").read_text(encoding="utf-8").strip()
     )

@@ -1,6 +1,6 @@
-"""`lienthong serve gateway` with `data_plane = "compiled"`, as an operator runs it: the
-binary in the service's process, and the forked control plane beside it that compiles the
-policy again when its file changes and goes away with the gateway (issue 15)."""
+"""`lienthong serve gateway`, as an operator runs it: the binary in the service's process,
+and the forked control plane beside it that compiles the policy again when its file changes
+and goes away with the gateway (issue 15)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,6 @@ def test_the_policy_recompiles_on_change_and_the_control_plane_leaves_with_the_g
     settings = load_config(config).gateway
     environment = {
         **os.environ,
-        "LIENTHONG__GATEWAY__DATA_PLANE": "compiled",
         "LIENTHONG__GATEWAY__POLICY": str(policy),
         BINARY_VARIABLE: str(built_binary()),
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from lienthong.config import ConfigError, load_config
+from lienthong.config import ConfigError, Route, load_config
 from lienthong.db import ensure_database
 
 DEV = Path(__file__).resolve().parent.parent / "config" / "dev.toml"
@@ -30,10 +30,10 @@ def test_the_development_file_loads_with_sqlite_everywhere() -> None:
 def test_each_route_names_its_upstreams_address_and_identity() -> None:
     config = load_config(DEV, environ={})
     service = "lienthong.population.v1.CitizenService"
-    assert config.gateway.routes[service] == "127.0.0.1:50071"
-    assert config.gateway.route_identities[service] == "spiffe://lienthong.local/mps/population"
-    assert set(config.gateway.route_identities) == set(config.gateway.routes)
-    assert config.gateway.data_plane == "compiled"
+    assert config.gateway.routes[service] == Route(
+        "127.0.0.1:50071", "spiffe://lienthong.local/mps/population"
+    )
+    assert all(route.identity for route in config.gateway.routes.values())
 
 
 def test_environment_variables_override_the_file() -> None:
@@ -63,13 +63,9 @@ def test_environment_variables_override_the_file() -> None:
         ({"LIENTHONG__JUSTICE__LISTEN__PORT": "1"}, "listen is not a table"),
         ({"LIENTHONG____LISTEN": "x"}, "empty part"),
         ({"LIENTHONG__JUSTICE__ADMINISTRATORS": "[1]"}, "justice.administrators"),
-        ({"LIENTHONG__GATEWAY__DATA_PLANE": "rust"}, "gateway.data_plane"),
         (
-            {
-                "LIENTHONG__GATEWAY__DATA_PLANE": "compiled",
-                "LIENTHONG__GATEWAY__ROUTES__LIENTHONG.POPULATION.V1.CITIZENSERVICE": "h:1",
-            },
-            "needs an identity: lienthong.population.v1.citizenservice",
+            {"LIENTHONG__GATEWAY__ROUTES__LIENTHONG.POPULATION.V1.CITIZENSERVICE": "h:1"},
+            "gateway.routes.lienthong.population.v1.citizenservice must be .* needs an identity",
         ),
         (
             {"LIENTHONG__GATEWAY__ROUTES__A.B": '{ address = "h:1", identity = "x" }'},
@@ -77,7 +73,17 @@ def test_environment_variables_override_the_file() -> None:
         ),
         (
             {"LIENTHONG__GATEWAY__ROUTES__A.B": '{ address = "h:1" }'},
-            "gateway.routes.a.b must be host:port or",
+            "gateway.routes.a.b must be",
+        ),
+        # A limit that would admit everything, or nothing: TOML has nan and inf.
+        ({"LIENTHONG__GATEWAY__LIMITS__RATE_PER_SECOND": "nan"}, "limits.rate_per_second"),
+        ({"LIENTHONG__GATEWAY__LIMITS__RATE_PER_SECOND": "inf"}, "limits.rate_per_second"),
+        ({"LIENTHONG__GATEWAY__LIMITS__RATE_PER_SECOND": "-1.0"}, "limits.rate_per_second"),
+        ({"LIENTHONG__GATEWAY__LIMITS__BURST": "0"}, "limits.burst"),
+        ({"LIENTHONG__GATEWAY__LIMITS__MAX_CONCURRENT": "0"}, "limits.max_concurrent"),
+        *(
+            ({"LIENTHONG__GATEWAY__METRICS_LISTEN": address}, "gateway.metrics_listen")
+            for address in ("127.0.0.1", ":9464", "127.0.0.1:http", "127.0.0.1:70000", "[::1")
         ),
     ],
 )

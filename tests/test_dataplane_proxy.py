@@ -4,7 +4,7 @@ lienthong-gateway is started as it will be in production, from the configuration
 plane writes (gateway/dataplane_config.py), and called by grpcio clients in front of the echo
 upstream, a grpcio server: every cardinality, rich errors relayed, refusals on the headers,
 and an upstream that is not the one the route names. Every exchange is in the audit log,
-with its receipt. It is not yet the gateway `make run` starts.
+with its receipt.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from gateway.audit.entry import AuditEntry
 from gateway.audit.tools import verify_log
 from gateway.dataplane_config import write_dataplane_config
 from lienthong import metadata
-from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits
+from lienthong.config import AuditConfig, GatewayConfig, GatewayLimits, Route
 from lienthong.contracts import methods
 from lienthong.db import make_engine
 from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
@@ -106,8 +106,7 @@ def _start(
         tls=tls_of(pki, "gateway-server"),
         upstream_tls=tls_of(pki, "gateway-client"),
         policy=policy,
-        routes={SERVICE: upstream},
-        route_identities={SERVICE: upstream_identity},
+        routes={SERVICE: Route(upstream, upstream_identity)},
         audit=AuditConfig(audit_url, pki.directory / "audit-log.key"),
         crls=(pki.directory / "crl.pem",),
         limits=limits,
@@ -302,7 +301,7 @@ def test_weak_and_foreign_certificates_fail_the_handshake_audited_with_peer_and_
         "WEAK_RSA_KEY": openssl.issue("rsa1024", ours, spiffe_id=PORTAL, key=("rsa:1024",)),
         "WEAK_SIGNATURE": openssl.issue("sha1", ours, spiffe_id=PORTAL, digest="sha1"),
         # A CA named like ours: webpki finds it by name and its signature does not verify;
-        # an issuer that is not ours, in the category the Python gateway gives it too.
+        # an issuer that is not ours, as a certificate of an unknown CA is.
         "UNTRUSTED_ISSUER": openssl.issue("stranger", openssl.ca("other-ca"), spiffe_id=PORTAL),
     }
     calls_before = len(proxy.echo.metadata)
@@ -447,8 +446,8 @@ def _samples(proxy: Proxy) -> dict[tuple[str, frozenset[tuple[str, str]]], float
 def test_metrics_count_answered_refused_and_unknown_calls_without_the_callers_text(
     proxy: Proxy,
 ) -> None:
-    """The Python gateway's metric names and labels; a path that is no contract method is
-    labelled `unknown`, and its text is in no series."""
+    """The gateway's metric names and labels (docs/operations.md); a path that is no contract
+    method is labelled `unknown`, and its text is in no series."""
     portal = "spiffe://lienthong.local/moj/officer-portal"
     police = "spiffe://lienthong.local/mps/population"
     before = _samples(proxy)

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-import structlog
 from builders import issue_request
-from compiled_gateway import CompiledGateway
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import field_mask_pb2
 from google.rpc import code_pb2, error_details_pb2
@@ -40,37 +38,16 @@ OFFICERS = "spiffe://lienthong.local/moj/officers/"
 REGISTRY = "spiffe://lienthong.local/moj/civil-registry"
 
 
-@pytest.fixture(params=["python", "compiled"])
-def stack(pki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    """The stack, with either gateway (issue 15)."""
-    running = start_stack(pki, tmp_path, data_plane=request.param)
+@pytest.fixture
+def stack(pki, tmp_path: Path) -> Iterator[Stack]:
+    running = start_stack(pki, tmp_path)
     yield running
     running.stop_all()
 
 
-class _LoggedLines(list[dict]):
-    """The compiled gateway's log lines, read from its file whenever they are looked at."""
-
-    def __init__(self, gateway: CompiledGateway) -> None:
-        super().__init__()
-        self._gateway = gateway
-
-    def __iter__(self) -> Iterator[dict]:
-        return iter(self._gateway.events())
-
-
-@pytest.fixture
-def exchanges(stack: Stack) -> Iterator[list[dict]]:
-    """The gateway's exchange log lines written during the test."""
-    if isinstance(stack.gateway, CompiledGateway):
-        yield _LoggedLines(stack.gateway)
-        return
-    with structlog.testing.capture_logs() as events:
-        yield events
-
-
-def _exchange_lines(events: list[dict]) -> list[dict]:
-    return [event for event in events if event["event"] == "exchange"]
+def _exchange_lines(stack: Stack) -> list[dict]:
+    """The gateway's log lines of exchanges, as its log file holds them now."""
+    return [event for event in stack.gateway.events() if event["event"] == "exchange"]
 
 
 def _register_samples(stack: Stack) -> list[birth_registration_pb2.BirthRegistration]:
@@ -119,11 +96,9 @@ def test_each_kind_of_birth_is_registered_and_only_eligible_ones_get_a_matching_
     assert "yes" in format_table(registrations, codes)
 
 
-def test_the_gateway_logs_one_line_per_exchange_without_personal_data(
-    stack: Stack, exchanges: list[dict]
-) -> None:
+def test_the_gateway_logs_one_line_per_exchange_without_personal_data(stack: Stack) -> None:
     _register_samples(stack)
-    lines = _exchange_lines(exchanges)
+    lines = _exchange_lines(stack)
     registered = [line for line in lines if line["method"] == REGISTER]
     issued = [line for line in lines if line["method"] == ISSUE]
     assert len(registered) == len(SAMPLES)
@@ -134,7 +109,7 @@ def test_the_gateway_logs_one_line_per_exchange_without_personal_data(
     assert len({line["caller"] for line in registered}) == len({s.unit_code for s in SAMPLES})
     assert all(line["caller"] == REGISTRY and line["status"] == "OK" for line in issued)
     assert all(line["request_id"] and len(line["request_sha256"]) == 64 for line in lines)
-    text = repr(exchanges)
+    text = repr(stack.gateway.events())
     for personal in ("NGUYỄN", "TRẦN", "BÌNH", "CÚC", "2016-03-14"):
         assert personal not in text
 
@@ -182,9 +157,7 @@ def test_invalid_input_comes_back_through_the_gateway_with_field_violations(stac
     } <= fields
 
 
-def test_a_method_the_policy_does_not_grant_is_denied_and_logged(
-    stack: Stack, exchanges: list[dict]
-) -> None:
+def test_a_method_the_policy_does_not_grant_is_denied_and_logged(stack: Stack) -> None:
     """The officers' portal, granted only the audit log, may not ask for a PIN."""
     with stack.channel("officer-portal") as channel, pytest.raises(grpc.RpcError) as raised:
         citizen_service_pb2_grpc.CitizenServiceStub(channel).IssuePersonalIdentificationNumber(
@@ -196,18 +169,18 @@ def test_a_method_the_policy_does_not_grant_is_denied_and_logged(
     assert status is not None
     assert any(detail.Unpack(info) for detail in status.details)
     assert info.reason == "NOT_GRANTED"
-    (line,) = _exchange_lines(exchanges)
+    (line,) = _exchange_lines(stack)
     assert (line["caller"], line["method"], line["status"]) == (PORTAL, ISSUE, "PERMISSION_DENIED")
     assert line["upstream"] is None
 
 
-def test_an_unknown_method_is_unimplemented_and_logged(stack: Stack, exchanges: list[dict]) -> None:
+def test_an_unknown_method_is_unimplemented_and_logged(stack: Stack) -> None:
     with stack.channel() as channel, pytest.raises(grpc.RpcError) as raised:
         channel.unary_unary("/lienthong.civilregistry.v1.BirthRegistrationService/Nope")(
             b"", timeout=10
         )
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert _exchange_lines(exchanges)[0]["status"] == "UNIMPLEMENTED"
+    assert _exchange_lines(stack)[0]["status"] == "UNIMPLEMENTED"
 
 
 def test_adapters_accept_calls_from_the_gateway_only(stack: Stack) -> None:
@@ -250,9 +223,7 @@ def _raw_tls_is_refused(stack: Stack, version: ssl.TLSVersion) -> bool:
             return True
 
 
-def test_a_client_without_certificate_fails_the_tls_handshake(
-    stack: Stack, exchanges: list[dict]
-) -> None:
+def test_a_client_without_certificate_fails_the_tls_handshake(stack: Stack) -> None:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=stack.pki.ca_certificate.read_bytes()
     )
@@ -261,12 +232,10 @@ def test_a_client_without_certificate_fails_the_tls_handshake(
         assert _call_register(channel).code() == grpc.StatusCode.UNAVAILABLE
     assert _raw_tls_is_refused(stack, ssl.TLSVersion.TLSv1_2)
     assert _raw_tls_is_refused(stack, ssl.TLSVersion.TLSv1_3)
-    assert _exchange_lines(exchanges) == []
+    assert _exchange_lines(stack) == []
 
 
-def test_a_client_certificate_from_another_ca_fails_the_tls_handshake(
-    stack: Stack, exchanges: list[dict]
-) -> None:
+def test_a_client_certificate_from_another_ca_fails_the_tls_handshake(stack: Stack) -> None:
     other_ca, other_key = create_ca("another CA")
     certificate, key = issue_certificate(
         other_ca, other_key, spiffe_id=PORTAL, server=False, client=True
@@ -282,12 +251,10 @@ def test_a_client_certificate_from_another_ca_fails_the_tls_handshake(
     )
     with secure_channel(stack.gateway_address, material) as channel:
         assert _call_register(channel).code() == grpc.StatusCode.UNAVAILABLE
-    assert _exchange_lines(exchanges) == []
+    assert _exchange_lines(stack) == []
 
 
-def test_a_bulk_import_streams_through_the_gateway_with_an_answer_per_item(
-    stack: Stack, exchanges: list[dict]
-) -> None:
+def test_a_bulk_import_streams_through_the_gateway_with_an_answer_per_item(stack: Stack) -> None:
     """Bidirectional streaming is forwarded as a stream: each item gets its own outcome."""
     items = [
         issue_request("birthRegistrations/00004-2016-101"),
@@ -311,7 +278,7 @@ def test_a_bulk_import_streams_through_the_gateway_with_an_answer_per_item(
     assert [answer.WhichOneof("result") for answer in answers] == ["issued", "failure", "issued"]
     assert answers[1].failure.code == code_pb2.FAILED_PRECONDITION
     assert answers[0].issued.personal_identification_number[:6] == "001316"
-    (line,) = _exchange_lines(exchanges)
+    (line,) = _exchange_lines(stack)
     assert line["status"] == "OK"
     assert line["request_bytes"] == sum(request.ByteSize() for request in requests)
 

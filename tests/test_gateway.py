@@ -37,7 +37,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_status import rpc_status
 from prometheus_client.openmetrics import parser as openmetrics_parser
-from prometheus_client.parser import text_string_to_metric_families
 from stack import tls_of
 
 from certs.pki import (
@@ -365,19 +364,13 @@ def test_metrics_count_requests_rejections_and_latency(make_setup) -> None:
 
 
 def _scrape(port: int) -> dict[tuple[str, ...], float]:
-    """Every sample of /metrics, by name and label values in label-name order; the Prometheus
-    text format or OpenMetrics (the compiled data plane's), as the Content-Type says."""
+    """Every sample of /metrics (OpenMetrics), by name and label values in label-name order."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        kind = response.headers["Content-Type"]
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
         text = response.read().decode()
-    parse = (
-        openmetrics_parser.text_string_to_metric_families
-        if kind.startswith("application/openmetrics-text")
-        else text_string_to_metric_families
-    )
     return {
         (sample.name, *(value for _, value in sorted(sample.labels.items()))): sample.value
-        for family in parse(text)
+        for family in openmetrics_parser.text_string_to_metric_families(text)
         for sample in family.samples
     }
 

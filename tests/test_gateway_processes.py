@@ -33,7 +33,6 @@ from stack import GATEWAY_ID, POLICY, free_port, tls_of
 
 from certs.pki import DevPki
 from gateway.audit import merkle
-from gateway.exchange_log import RECEIPT_KEY
 from lienthong import metadata
 from lienthong.config import PoliceConfig
 from lienthong.gateway.v1 import audit_service_pb2, audit_service_pb2_grpc
@@ -230,7 +229,7 @@ def receipt_of(future: grpc.Future) -> bytes:
     """The receipt of a VerifyCitizen call, once its answer is checked."""
     answer = future.result()
     assert [result.result for result in answer.results] == [UNKNOWN]
-    receipts = [value for key, value in future.trailing_metadata() if key == RECEIPT_KEY]
+    receipts = [value for key, value in future.trailing_metadata() if key == metadata.RECEIPT]
     assert len(receipts) == 1
     return receipts[0]
 

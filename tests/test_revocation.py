@@ -1,16 +1,24 @@
-"""Revocation: the dev CA's CRL, the gateway's CrlSet, and client key-usage checks."""
+"""Revocation: the dev CA's CRL, and the CRLs lienthong-gateway honours, at start and as
+they change while it runs."""
 
+import dataclasses
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
+from compiled_gateway import CompiledGateway, refused_at_start, start_compiled
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from fakes import FakeClock
-from structlog.testing import capture_logs
+from echo_upstream import METHODS, UNARY, start_echo
+from gateway_fixtures import PURPOSE, gateway_config
+from stack import tls_of
+from waiting import eventually
 
 from certs.pki import (
     CA_COMMON_NAME,
@@ -19,10 +27,9 @@ from certs.pki import (
     crl_path,
     ensure_crl,
     init_dev_pki,
-    issue_certificate,
     revoke,
 )
-from gateway.revocation import CrlSet, RevocationError, check_client_certificate
+from lienthong.tls import TlsMaterial, secure_channel
 
 PROJECT = Path(__file__).resolve().parents[1]
 OPENSSL = shutil.which("openssl")
@@ -45,6 +52,16 @@ def pem(pki: DevPki, name: str) -> bytes:
 
 def load_crl(path: Path) -> x509.CertificateRevocationList:
     return x509.load_pem_x509_crl(path.read_bytes())
+
+
+def lists(pki: DevPki, path: Path, name: str) -> bool:
+    """Whether the CRL at ``path``, signed by the dev CA, lists ``name``'s certificate."""
+    crl = load_crl(path)
+    ca = x509.load_pem_x509_certificate(pki.ca_certificate.read_bytes())
+    assert crl.issuer == ca.subject
+    assert crl.is_signature_valid(ca.public_key())
+    serial = certificate(pki, name).serial_number
+    return crl.get_revoked_certificate_by_serial_number(serial) is not None
 
 
 def crl_number(crl: x509.CertificateRevocationList) -> int:
@@ -74,15 +91,6 @@ def rogue_crl(path: Path, revoked: x509.Certificate) -> None:
 
 
 # The dev CA's CRL
-
-
-def test_a_revoked_certificate_is_reported_revoked_and_an_unrevoked_one_is_not(pki: DevPki):
-    path = revoke(pki, certificate(pki, "justice"))
-    crls = CrlSet([path], pki.ca_certificate)
-    assert crls.is_revoked(pem(pki, "justice"))
-    assert not crls.is_revoked(pem(pki, "police"))
-    # A second answer comes from the cache and must be the same.
-    assert crls.is_revoked(pem(pki, "justice"))
 
 
 def test_the_crl_lists_the_serial_and_is_signed_by_the_ca_as_rfc_5280_requires(pki: DevPki):
@@ -116,10 +124,9 @@ def test_revoking_a_second_certificate_keeps_the_first_and_increments_the_crl_nu
     crl = load_crl(path)
     assert {entry.serial_number for entry in crl} == {justice.serial_number, police.serial_number}
     assert crl_number(crl) == 3
-    crls = CrlSet([path], pki.ca_certificate)
-    assert crls.is_revoked(pem(pki, "justice"))
-    assert crls.is_revoked(pem(pki, "police"))
-    assert not crls.is_revoked(pem(pki, "officer-portal"))
+    assert lists(pki, path, "justice")
+    assert lists(pki, path, "police")
+    assert not lists(pki, path, "officer-portal")
 
 
 def test_revoking_a_certificate_again_keeps_one_entry_and_still_renews_the_crl(pki: DevPki):
@@ -155,7 +162,7 @@ def test_ensure_crl_creates_an_empty_crl_once_and_keeps_revocations(pki: DevPki)
     crl = load_crl(path)
     assert len(crl) == 0
     assert crl_number(crl) == 1
-    assert not CrlSet([path], pki.ca_certificate).is_revoked(pem(pki, "justice"))
+    assert not lists(pki, path, "justice")
     revoke(pki, certificate(pki, "justice"))
     assert ensure_crl(pki) == path
     assert len(load_crl(path)) == 1
@@ -200,9 +207,8 @@ def test_cli_revoke_prints_the_crl_path_and_the_certificate_is_then_revoked(pki:
     )
     assert revoked.returncode == 0, revoked.stderr
     assert revoked.stdout == f"{crl_path(pki)}\n"
-    crls = CrlSet([crl_path(pki)], pki.ca_certificate)
-    assert crls.is_revoked(pem(pki, "justice"))
-    assert not crls.is_revoked(pem(pki, "police"))
+    assert lists(pki, crl_path(pki), "justice")
+    assert not lists(pki, crl_path(pki), "police")
 
 
 @pytest.mark.parametrize("name", ["ca", "nobody", "../justice"])
@@ -220,133 +226,150 @@ def test_cli_revoke_of_an_unknown_or_forbidden_name_fails_and_writes_no_crl(pki:
     assert crl_path(pki).read_bytes() == before
 
 
-# Reloading while the gateway runs
+# The gateway's CRLs: a caller whose certificate one lists is refused, the others served
 
 
-def test_a_revocation_takes_effect_once_the_check_interval_has_passed(pki: DevPki):
-    clock = FakeClock()
-    crls = CrlSet([ensure_crl(pki)], pki.ca_certificate, check_interval=0.25, clock=clock)
-    justice = pem(pki, "justice")
-    assert not crls.is_revoked(justice)
-
-    revoke(pki, certificate(pki, "justice"))
-    # Within the interval the files are not looked at: no stat on every call.
-    assert not crls.is_revoked(justice)
-    clock.advance(0.2)
-    assert not crls.is_revoked(justice)
-
-    clock.advance(0.05)
-    assert crls.is_revoked(justice)
-    assert not crls.is_revoked(pem(pki, "police"))
+OK = grpc.StatusCode.OK
 
 
-def test_a_crl_of_another_ca_appearing_on_reload_leaves_the_last_good_list_in_force(
-    pki: DevPki,
-):
-    clock = FakeClock()
-    path = revoke(pki, certificate(pki, "justice"))
-    crls = CrlSet([path], pki.ca_certificate, clock=clock)
-    assert crls.is_revoked(pem(pki, "justice"))
+@contextmanager
+def serving(pki: DevPki, directory: Path, crls: tuple[Path, ...]) -> Iterator[CompiledGateway]:
+    """lienthong-gateway on ``pki`` with ``crls``, in front of the echo upstream."""
+    echo_server, echo_port, _ = start_echo(tls_of(pki, "police").read())
+    config = gateway_config(pki, directory, f"127.0.0.1:{echo_port}", crls=crls)
+    gateway = start_compiled(config, directory, METHODS)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+        echo_server.stop(grace=None).wait()
 
-    rogue_crl(path, certificate(pki, "police"))
-    clock.advance(1)
-    with capture_logs() as events:
-        assert crls.is_revoked(pem(pki, "justice"))
-        assert not crls.is_revoked(pem(pki, "police"))
-    failures = [event for event in events if event["event"] == "crl_reload_failed"]
-    assert len(failures) == 1
-    assert failures[0]["log_level"] == "error"
-    assert "signature does not verify" in failures[0]["error"]
+
+def status(gateway: CompiledGateway, material: TlsMaterial) -> grpc.StatusCode:
+    """The status of one call presenting ``material`` (UNAUTHENTICATED if revoked)."""
+    with secure_channel(gateway.address, material) as channel:
+        try:
+            channel.unary_unary(UNARY)(b"x", timeout=10, metadata=PURPOSE)
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+def revoked(gateway: CompiledGateway, pki: DevPki, name: str) -> bool:
+    """Whether the gateway refuses ``name`` of ``pki`` as revoked. If not, it serves the call,
+    or refuses it by the policy, which comes after revocation (police is granted nothing)."""
+    code = status(gateway, tls_of(pki, name).read())
+    assert code in {OK, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}, code
+    return code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def not_reloaded(gateway: CompiledGateway) -> list[dict[str, object]]:
+    """The gateway's log lines about CRLs (with the TLS files) it could not use."""
+    return [
+        event
+        for event in gateway.events()
+        if event["event"] == "files_not_reloaded" and event["files"] == "server_tls"
+    ]
 
 
 def test_a_crl_file_that_disappears_or_is_garbled_leaves_the_last_good_list_in_force(
-    pki: DevPki,
+    pki: DevPki, tmp_path: Path
 ):
-    clock = FakeClock()
     path = revoke(pki, certificate(pki, "justice"))
     good = path.read_bytes()
-    crls = CrlSet([path], pki.ca_certificate, clock=clock)
+    with serving(pki, tmp_path, (path,)) as gateway:
+        assert revoked(gateway, pki, "justice")
+        assert not revoked(gateway, pki, "police")
 
-    path.unlink()
-    clock.advance(1)
-    with capture_logs() as events:
-        assert crls.is_revoked(pem(pki, "justice"))
-    assert [event["event"] for event in events] == ["crl_reload_failed"]
+        path.unlink()
+        assert eventually(lambda: len(not_reloaded(gateway)) == 1)
+        assert revoked(gateway, pki, "justice")
 
-    path.write_bytes(good[: len(good) // 2])
-    clock.advance(1)
-    with capture_logs() as events:
-        assert crls.is_revoked(pem(pki, "justice"))
-    assert [event["event"] for event in events] == ["crl_reload_failed"]
+        path.write_bytes(good[: len(good) // 2])
+        assert eventually(lambda: len(not_reloaded(gateway)) == 2)
+        assert revoked(gateway, pki, "justice")
 
-    # A good CRL again is taken up, with the revocations it adds.
-    path.write_bytes(good)
-    revoke(pki, certificate(pki, "police"))
-    clock.advance(1)
-    assert crls.is_revoked(pem(pki, "justice"))
-    assert crls.is_revoked(pem(pki, "police"))
+        # A good CRL again is taken up, with the revocations it adds.
+        path.write_bytes(good)
+        revoke(pki, certificate(pki, "police"))
+        assert eventually(lambda: revoked(gateway, pki, "police"))
+        assert revoked(gateway, pki, "justice")
+        assert len(not_reloaded(gateway)) == 2
+
+
+def test_a_crl_of_another_ca_appearing_on_reload_leaves_the_last_good_list_in_force(
+    pki: DevPki, tmp_path: Path
+):
+    path = revoke(pki, certificate(pki, "justice"))
+    with serving(pki, tmp_path, (path,)) as gateway:
+        assert revoked(gateway, pki, "justice")
+
+        rogue_crl(path, certificate(pki, "police"))
+        assert eventually(lambda: len(not_reloaded(gateway)) == 1)
+        assert revoked(gateway, pki, "justice")
+        assert not revoked(gateway, pki, "police")
+        (failure,) = not_reloaded(gateway)
+        assert failure["level"] == "error"
 
 
 def test_a_crl_of_a_ca_added_to_the_bundle_while_running_is_taken_up(pki: DevPki, tmp_path: Path):
-    clock = FakeClock()
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_bytes(pki.ca_certificate.read_bytes())
     path = revoke(pki, certificate(pki, "justice"))
-    crls = CrlSet([path], bundle, clock=clock)
+    with serving(pki, tmp_path, (path,)) as gateway:
+        # The CA is replaced: the bundle gains the new CA, the file becomes the new CA's CRL.
+        new = init_dev_pki(tmp_path / "new")
+        old_ca = pki.ca_certificate.read_bytes()
+        pki.ca_certificate.write_bytes(old_ca + new.ca_certificate.read_bytes())
+        path.write_bytes(revoke(new, certificate(new, "police")).read_bytes())
 
-    # The CA is replaced: the bundle gains the new CA and the file becomes the new CA's CRL.
-    new = init_dev_pki(tmp_path / "new")
-    bundle.write_bytes(pki.ca_certificate.read_bytes() + new.ca_certificate.read_bytes())
-    path.write_bytes(revoke(new, certificate(new, "police")).read_bytes())
-    clock.advance(1)
-    with capture_logs() as events:
-        assert crls.is_revoked(pem(new, "police"))
-        assert not crls.is_revoked(pem(new, "justice"))
-    assert [event["event"] for event in events] == ["crl_reloaded"]
+        def of_new(name: str) -> TlsMaterial:  # trusting the gateway's (old) CA
+            files = tls_of(new, name).read()
+            return TlsMaterial(old_ca, files.certificate, files.private_key)
 
-
-def test_answers_stay_right_when_the_cache_is_smaller_than_the_callers(pki: DevPki):
-    crls = CrlSet([revoke(pki, certificate(pki, "justice"))], pki.ca_certificate, cache_size=1)
-    for _ in range(3):
-        assert crls.is_revoked(pem(pki, "justice"))
-        assert not crls.is_revoked(pem(pki, "police"))
-    assert len(crls._cache) == 1
+        assert eventually(
+            lambda: status(gateway, of_new("police")) == grpc.StatusCode.UNAUTHENTICATED
+        )
+        assert status(gateway, of_new("justice")) == OK
+        assert not_reloaded(gateway) == []
 
 
 # Refused at start
 
 
+def refused_with(pki: DevPki, directory: Path, crls: tuple[Path, ...], **changes: object) -> str:
+    """What lienthong-gateway says refusing to start with ``crls`` (and ``changes``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = gateway_config(pki, directory, "127.0.0.1:1", crls=crls)
+    return refused_at_start(dataclasses.replace(config, **changes), directory, METHODS)
+
+
 def test_a_crl_signed_by_another_ca_refuses_to_start(pki: DevPki, tmp_path: Path):
     path = tmp_path / "rogue.pem"
     rogue_crl(path, certificate(pki, "justice"))
-    with pytest.raises(RevocationError, match="signature does not verify"):
-        CrlSet([path], pki.ca_certificate)
+    assert "rogue.pem" in refused_with(pki, tmp_path, (path,))
 
 
 def test_a_crl_whose_issuer_is_not_trusted_refuses_to_start(pki: DevPki, tmp_path: Path):
     other = init_dev_pki(tmp_path / "other")
     revoke(other, certificate(other, "justice"))
     # Same CA name, so only the signature can tell: the bundle holds the first PKI's CA.
-    with pytest.raises(RevocationError, match="signature does not verify"):
-        CrlSet([crl_path(other)], pki.ca_certificate)
+    assert "crl.pem" in refused_with(pki, tmp_path / "same-name", (crl_path(other),))
     renamed_ca, _ = create_ca("some other CA")
     bundle = tmp_path / "renamed-ca.pem"
     bundle.write_bytes(renamed_ca.public_bytes(serialization.Encoding.PEM))
-    with pytest.raises(RevocationError, match="not a trusted CA"):
-        CrlSet([crl_path(other)], bundle)
+    # The CA bundle of the server leg, which the CRLs are checked against.
+    tls = dataclasses.replace(tls_of(pki, "gateway-server"), ca_certificate=bundle)
+    assert "crl.pem" in refused_with(pki, tmp_path / "renamed", (crl_path(other),), tls=tls)
 
 
 def test_a_missing_or_garbled_crl_or_ca_bundle_refuses_to_start(pki: DevPki, tmp_path: Path):
-    with pytest.raises(RevocationError, match="cannot read CRL"):
-        CrlSet([tmp_path / "missing.pem"], pki.ca_certificate)
+    assert "missing.pem" in refused_with(pki, tmp_path / "missing", (tmp_path / "missing.pem",))
     garbled = tmp_path / "garbled.crl"
     garbled.write_bytes(b"\x30\x03\x02\x01")
-    with pytest.raises(RevocationError, match="not a CRL"):
-        CrlSet([garbled], pki.ca_certificate)
-    with pytest.raises(RevocationError, match="cannot read CA certificates"):
-        CrlSet([ensure_crl(pki)], tmp_path / "missing-ca.pem")
-    with pytest.raises(ValueError, match="at least one CRL"):
-        CrlSet([], pki.ca_certificate)
+    assert "garbled.crl" in refused_with(pki, tmp_path / "garbled", (garbled,))
+    tls = dataclasses.replace(
+        tls_of(pki, "gateway-server"), ca_certificate=tmp_path / "missing-ca.pem"
+    )
+    assert "missing-ca.pem" in refused_with(pki, tmp_path / "no-ca", (ensure_crl(pki),), tls=tls)
 
 
 # CRLs made by OpenSSL
@@ -409,51 +432,16 @@ def test_a_crl_made_by_openssl_is_honoured(pki: DevPki, tmp_path: Path, encoding
         )
         assert not der.read_bytes().startswith(b"-----")
         path = der
-    crls = CrlSet([path], pki.ca_certificate)
-    assert crls.is_revoked(pem(pki, "justice"))
-    assert not crls.is_revoked(pem(pki, "police"))
+    with serving(pki, tmp_path, (path,)) as gateway:
+        assert revoked(gateway, pki, "justice")
+        assert not revoked(gateway, pki, "police")
 
 
 @needs_openssl
 def test_crls_from_several_files_are_all_honoured(pki: DevPki, tmp_path: Path):
     from_openssl = openssl_crl(pki, tmp_path / "openssl-ca", ["police"])
     ours = revoke(pki, certificate(pki, "justice"))
-    crls = CrlSet([ours, from_openssl], pki.ca_certificate)
-    assert crls.is_revoked(pem(pki, "justice"))
-    assert crls.is_revoked(pem(pki, "police"))
-    assert not crls.is_revoked(pem(pki, "officer-portal"))
-
-
-# Key usage of client certificates
-
-
-def test_a_normal_client_certificate_may_authenticate_a_client(pki: DevPki):
-    assert check_client_certificate(pem(pki, "justice")) is None
-    assert check_client_certificate(pem(pki, "officer-portal")) is None
-
-
-def test_a_server_only_certificate_may_not_authenticate_a_client(pki: DevPki):
-    reason = check_client_certificate(pem(pki, "gateway-server"))
-    assert reason is not None
-    assert "clientAuth" in reason
-
-
-def test_a_key_agreement_only_certificate_may_not_authenticate_a_client():
-    ca_cert, ca_key = create_ca("test CA")
-    unfit, _ = issue_certificate(
-        ca_cert,
-        ca_key,
-        spiffe_id="spiffe://lienthong.local/moj/civil-registry",
-        server=False,
-        client=True,
-        key_usage_digital_signature=False,
-    )
-    reason = check_client_certificate(unfit.public_bytes(serialization.Encoding.PEM))
-    assert reason is not None
-    assert "digitalSignature" in reason
-
-
-def test_a_ca_certificate_may_not_authenticate_a_client(pki: DevPki):
-    reason = check_client_certificate(pki.ca_certificate.read_bytes())
-    assert reason is not None
-    assert "CA certificate" in reason
+    with serving(pki, tmp_path, (ours, from_openssl)) as gateway:
+        assert revoked(gateway, pki, "justice")
+        assert revoked(gateway, pki, "police")
+        assert not revoked(gateway, pki, "officer-portal")

@@ -11,7 +11,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 from dataplane_build import built_binary
 from dev_config import write_dev_config
 
@@ -40,17 +39,12 @@ def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> 
     return "".join(lines)
 
 
-@pytest.mark.parametrize("data_plane", ["python", "compiled"])
 def test_run_starts_the_stack_prints_registrations_with_matching_pins_and_stops_on_ctrl_c(
-    tmp_path: Path, data_plane: str
+    tmp_path: Path,
 ) -> None:
-    """The same stack and the same checks with either gateway: grpcio's, or lienthong-gateway
-    (`data_plane = "compiled"`, issue 15)."""
     # The configuration `make run` uses, on free ports and in this test's directory.
     config = write_dev_config(tmp_path, tmp_path / "pki", {})
-    environment = {**os.environ, "LIENTHONG__GATEWAY__DATA_PLANE": data_plane}
-    if data_plane == "compiled":
-        environment[BINARY_VARIABLE] = str(built_binary())
+    environment = {**os.environ, BINARY_VARIABLE: str(built_binary())}
     with subprocess.Popen(
         [sys.executable, "-m", "lienthong.cli", "run", "--config", str(config)],
         stdout=subprocess.PIPE,
