@@ -101,6 +101,7 @@ def write_dataplane_config(
             "database_url": _absolute(config.audit.database_url),
             "signing_key": str(config.audit.signing_key.resolve()),
             "origin": config.audit.origin,
+            "commit_delay_us": round(config.audit.commit_delay * 1_000_000),
         },
     }
     descriptors_path = directory / "descriptors.binpb"

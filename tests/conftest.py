@@ -50,36 +50,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAn
     return ModulesAndLongTests(config, log)
 
 
-# Tests of what the gateway did before issue 15 moved it to Rust that lienthong-gateway does not
-# do yet, and why: they run, they are expected to fail, and one that passes fails the suite,
-# so the list only shrinks.
-NOT_YET_COMPILED: dict[str, str] = {
-    "test_revocation.py::test_a_crl_made_by_openssl_is_honoured[DER]": (
-        "a DER CRL: the binary reads PEM CRLs only ('holds no PEM CRL') and does not start"
-    ),
-    "test_revocation.py::test_a_crl_signed_by_another_ca_refuses_to_start": (
-        "a CRL no CA of the bundle signed is ignored (revocation.rs), so the binary starts"
-    ),
-    "test_revocation.py::test_a_crl_whose_issuer_is_not_trusted_refuses_to_start": (
-        "a CRL of an untrusted issuer is ignored (revocation.rs), so the binary starts"
-    ),
-    "test_revocation.py::test_a_crl_of_another_ca_appearing_on_reload_leaves_the_last_good_list_in_force": (  # noqa: E501 - a test's name
-        "a CRL of another CA replacing a good one is ignored and reloaded as no revocations:"
-        " the certificates it listed are served again, and no error is logged"
-    ),
-}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the longest modules first, each in its order; the rest keep theirs. Mark the
-    NOT_YET_COMPILED tests."""
+    """Put the longest modules first, each in its order; the rest keep theirs."""
     place = {name: rank for rank, name in enumerate(LONGEST_MODULES)}
     items.sort(key=lambda item: place.get(item.path.name, len(place)))
-    for item in items:
-        missing = NOT_YET_COMPILED.get(f"{item.path.name}::{item.name}")
-        if missing is not None:
-            reason = f"not yet in lienthong-gateway: {missing}"
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001 - the hook's signature

@@ -43,6 +43,7 @@ def test_environment_variables_override_the_file() -> None:
         "LIENTHONG__GATEWAY__AUDIT__DATABASE_URL": "postgresql+psycopg://gw@db/audit",
         "LIENTHONG__JUSTICE__GRACE_WINDOW_HOURS": "2",
         "LIENTHONG__GATEWAY__LIMITS__BURST": "10",
+        "LIENTHONG__GATEWAY__AUDIT__COMMIT_DELAY": "0",
         "OTHER__JUSTICE__LISTEN": "ignored",
     }
 
@@ -52,6 +53,7 @@ def test_environment_variables_override_the_file() -> None:
     assert config.gateway.audit.database_url == "postgresql+psycopg://gw@db/audit"
     assert config.justice.grace_window_hours == 2
     assert config.gateway.limits.burst == 10
+    assert config.gateway.audit.commit_delay == 0
     assert config.police.database_url.startswith("sqlite:///")
 
 
@@ -81,6 +83,9 @@ def test_environment_variables_override_the_file() -> None:
         ({"LIENTHONG__GATEWAY__LIMITS__RATE_PER_SECOND": "-1.0"}, "limits.rate_per_second"),
         ({"LIENTHONG__GATEWAY__LIMITS__BURST": "0"}, "limits.burst"),
         ({"LIENTHONG__GATEWAY__LIMITS__MAX_CONCURRENT": "0"}, "limits.max_concurrent"),
+        # A commit delay is a fraction of a call's latency, never a second.
+        ({"LIENTHONG__GATEWAY__AUDIT__COMMIT_DELAY": "1"}, "audit.commit_delay .* 0 to 0.1"),
+        ({"LIENTHONG__GATEWAY__AUDIT__COMMIT_DELAY": "-0.001"}, "audit.commit_delay"),
         *(
             ({"LIENTHONG__GATEWAY__METRICS_LISTEN": address}, "gateway.metrics_listen")
             for address in ("127.0.0.1", ":9464", "127.0.0.1:http", "127.0.0.1:70000", "[::1")

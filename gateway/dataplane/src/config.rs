@@ -19,7 +19,8 @@
 //!             "max_concurrent": 64, "max_message_bytes": 4194304, "upstream_timeout_ms": 30000,
 //!             "stream_timeout_ms": 600000},
 //!  "audit": {"database_url": "sqlite:////var/lib/lienthong/audit.db",
-//!            "signing_key": "audit-log.key", "origin": "lienthong.local/audit"}}
+//!            "signing_key": "audit-log.key", "origin": "lienthong.local/audit",
+//!            "commit_delay_us": 1000}}
 //! ```
 //!
 //! Every field is required (`metrics_listen` may be null: no endpoint) and unknown fields are refused: the file is written by a program,
@@ -119,6 +120,9 @@ pub struct Audit {
     pub signing_key: PathBuf,
     /// The log's origin: the first line of its checkpoints and the name of its key.
     pub origin: String,
+    /// How long, in microseconds, a commit waits for more entries after one that held
+    /// several ([`crate::audit::StoreOptions::commit_delay`]); 0: never.
+    pub commit_delay_us: u64,
 }
 
 impl Audit {
@@ -403,7 +407,7 @@ mod tests {
                 "routes": {{{routes}}},
                 "limits": {{{limits}}},
                 "audit": {{"database_url": "sqlite:///audit.db", "signing_key": "audit-log.key",
-                           "origin": "lienthong.local/audit"}}}}"#
+                           "origin": "lienthong.local/audit", "commit_delay_us": 1000}}}}"#
         )
     }
 

@@ -135,7 +135,7 @@ impl AuditEntry {
     pub fn begun(kind: Kind, method: String, start_time: String) -> Self {
         AuditEntry {
             kind,
-            exchange_id: uuid::Uuid::new_v4().to_string(),
+            exchange_id: uuid::Uuid::now_v7().to_string(),
             caller: None,
             upstream: None,
             method,

@@ -198,7 +198,7 @@ impl Gateway {
             path: config.policy.clone(),
             source,
         })?;
-        let server = tls::server_config(&config.tls, &config.crls)?;
+        let server = tls::server_config(&config.tls)?;
         let revoked = Revoked::load(&config.tls.ca_certificate, &config.crls)?;
         let descriptors = std::fs::read(&config.descriptors)
             .map_err(|error| error.to_string())
@@ -298,7 +298,11 @@ fn open_audit(config: &Config, metrics: Arc<Metrics>) -> Result<Auditor, StartEr
         Some(path) => Arc::new(SqliteConnector::new(path)),
         None => Arc::new(PostgresConnector::new(&audit.database_url)?),
     };
-    let store = AuditStore::open(connector, signer()?, StoreOptions::default())?;
+    let options = StoreOptions {
+        commit_delay: Duration::from_micros(audit.commit_delay_us),
+        ..StoreOptions::default()
+    };
+    let store = AuditStore::open(connector, signer()?, options)?;
     Ok(Auditor::new(store, signer()?, AUDIT_WAIT, metrics))
 }
 
@@ -370,7 +374,7 @@ async fn reload_files(gateway: Arc<Gateway>) {
     loop {
         tick.tick().await;
         if server.changed() {
-            let loaded = tls::server_config(&files.tls, &files.crls).and_then(|config| {
+            let loaded = tls::server_config(&files.tls).and_then(|config| {
                 Ok((
                     config,
                     Revoked::load(&files.tls.ca_certificate, &files.crls)?,

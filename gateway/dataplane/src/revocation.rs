@@ -1,10 +1,10 @@
 //! Which callers' certificates the CRLs revoke, asked on every call (issue 15).
 //!
 //! The handshake already refuses a revoked certificate (`tls::server_config`), but a
-//! connection made before the revocation lives on: as `gateway/revocation.py`, each call is
+//! connection made before the revocation lives on: each call is
 //! checked against the CRLs as they are now, so that a certificate revoked while its caller
-//! stays connected is refused within the reload interval. Only CRLs signed by a CA of the
-//! bundle count, and only for certificates that CA issued; the leaf only.
+//! stays connected is refused within the reload interval. Every CRL must be signed by a CA of
+//! the bundle, and counts only for certificates that CA issued; the leaf only.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,24 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::prelude::{parse_x509_certificate, parse_x509_crl};
 
 use crate::tls::{pem_all, TlsError};
+
+fn refused(path: &Path, problem: String) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        problem,
+    }
+}
+
+/// The CRLs of `path`: its PEM sections, or the whole file as one DER CRL (what
+/// `openssl crl -outform DER` writes), told apart by the PEM armour.
+fn crls_in(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|error| refused(path, error.to_string()))?;
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        pem_all(path, "CRL")
+    } else {
+        Ok(vec![CertificateRevocationListDer::from(bytes)])
+    }
+}
 
 /// A certificate as the CRLs name it: its issuer's name (DER) and its serial number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,11 +58,14 @@ pub struct Revoked {
 }
 
 impl Revoked {
-    /// Read the CA bundle and the CRLs; a CRL that no CA of the bundle signed is ignored.
+    /// Read the CA bundle and the CRLs, each file PEM (one CRL or more) or a single DER CRL.
     ///
     /// # Errors
     ///
-    /// A file cannot be read or holds no PEM of its kind, or a CRL cannot be parsed.
+    /// A file cannot be read or holds no CRL, a CRL cannot be parsed, or no CA of the bundle
+    /// signed it: a CRL that cannot be trusted is refused rather than ignored, so that a
+    /// start fails loudly and a reload keeps the last good list (what it revoked stays
+    /// revoked), as a CRL replaced by another CA's is most likely a mistake or an attack.
     pub fn load(ca_bundle: &Path, crl_paths: &[PathBuf]) -> Result<Self, TlsError> {
         let cas: Vec<CertificateDer<'static>> = pem_all(ca_bundle, "certificate")?;
         let cas: Vec<_> = cas
@@ -53,17 +74,22 @@ impl Revoked {
             .collect();
         let mut listed = HashSet::new();
         for path in crl_paths {
-            for der in pem_all::<CertificateRevocationListDer<'static>>(path, "CRL")? {
-                let (_, crl) = parse_x509_crl(&der).map_err(|error| TlsError::File {
-                    path: path.clone(),
-                    problem: format!("a CRL cannot be parsed: {error}"),
-                })?;
+            for der in crls_in(path)? {
+                let (_, crl) = parse_x509_crl(&der)
+                    .map_err(|error| refused(path, format!("a CRL cannot be parsed: {error}")))?;
                 let signed_by_a_ca = cas.iter().any(|ca| {
                     ca.subject().as_raw() == crl.issuer().as_raw()
                         && crl.verify_signature(ca.public_key()).is_ok()
                 });
                 if !signed_by_a_ca {
-                    continue;
+                    return Err(refused(
+                        path,
+                        format!(
+                            "a CRL of {} is signed by no CA of {}",
+                            crl.issuer(),
+                            ca_bundle.display()
+                        ),
+                    ));
                 }
                 let issuer = crl.issuer().as_raw().to_vec();
                 listed.extend(crl.iter_revoked_certificates().map(|revoked| Listing {

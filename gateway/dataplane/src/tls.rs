@@ -19,9 +19,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
-};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
@@ -101,19 +99,12 @@ fn own_chain_and_key(
 ///
 /// # Errors
 ///
-/// A file cannot be read or holds no usable material, or a CRL cannot be parsed.
-pub fn server_config(
-    files: &TlsFiles,
-    crl_paths: &[PathBuf],
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// A file cannot be read or holds no usable material.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    // The CRLs are read here so that a bad one stops the start (or a reload), but they are
-    // applied per call (`revocation`), not at the handshake: a revoked caller's calls are
-    // refused REVOKED and recorded under its certificate's identity, as the Python gateway
-    // records them, where a refused handshake could only say "revoked, by someone".
-    for path in crl_paths {
-        pem_all::<CertificateRevocationListDer<'static>>(path, "CRL")?;
-    }
+    // No CRLs here: they are applied per call (`revocation`), not at the handshake, so that
+    // a revoked caller's calls are refused REVOKED and recorded under its certificate's
+    // identity, where a refused handshake could only say "revoked, by someone".
     let verifier = WebPkiClientVerifier::builder_with_provider(
         roots(&files.ca_certificate)?,
         provider.clone(),

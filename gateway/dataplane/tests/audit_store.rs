@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use lienthong_dataplane::audit::postgres::PostgresConnector;
@@ -461,6 +461,104 @@ fn what_queued_while_a_commit_failed_fails_with_it() {
     appended.push(store.append(&entry(9)).expect("appended"));
     assert_eq!(appended[1].leaf_index, 1);
     check_tree(&store, &appended, 2);
+}
+
+/// `SQLite` that counts its commits (writing transactions) and can make the next one slow.
+struct Counting {
+    inner: SqliteConnector,
+    commits: Arc<AtomicU64>,
+    slow_next: Arc<AtomicBool>,
+}
+
+struct CountingDatabase {
+    inner: Box<dyn Database>,
+    commits: Arc<AtomicU64>,
+    slow_next: Arc<AtomicBool>,
+}
+
+impl Connector for Counting {
+    fn connect(&self) -> Result<Box<dyn Database>, AuditError> {
+        Ok(Box::new(CountingDatabase {
+            inner: self.inner.connect()?,
+            commits: Arc::clone(&self.commits),
+            slow_next: Arc::clone(&self.slow_next),
+        }))
+    }
+}
+
+impl Database for CountingDatabase {
+    fn create_schema(&mut self) -> Result<(), AuditError> {
+        self.inner.create_schema()
+    }
+
+    fn transaction(&mut self, access: Access, work: &mut Work<'_>) -> Result<(), AuditError> {
+        if access == Access::Write {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            if self.slow_next.swap(false, Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(300));
+            }
+        }
+        self.inner.transaction(access, work)
+    }
+}
+
+#[test]
+fn after_a_shared_commit_the_commit_delay_gathers_entries_that_arrive_apart() {
+    let file = TempFile::new();
+    let commits = Arc::new(AtomicU64::new(0));
+    let slow_next = Arc::new(AtomicBool::new(false));
+    let connector = Arc::new(Counting {
+        inner: SqliteConnector::new(&file.0),
+        commits: Arc::clone(&commits),
+        slow_next: Arc::clone(&slow_next),
+    });
+    let options = StoreOptions {
+        max_batch: 8,
+        commit_delay: Duration::from_secs(2),
+        ..options()
+    };
+    let store = Arc::new(AuditStore::open(connector, signer(), options).expect("open"));
+    // Alone, an entry is committed at once: the delay follows only a commit of several.
+    let started = Instant::now();
+    let mut appended = vec![store.append(&entry(0)).expect("appended")];
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A slow commit lets eight entries queue, so the next commit holds several.
+    let opened = commits.load(Ordering::SeqCst);
+    slow_next.store(true, Ordering::SeqCst);
+    let slow = {
+        let store = Arc::clone(&store);
+        thread::spawn(move || store.append(&entry(1)).expect("appended"))
+    };
+    thread::sleep(Duration::from_millis(100));
+    // Then each of eight threads appends ten entries, thread i waiting 20 + 2.5·i ms after
+    // each commit: without the delay its entries would arrive alone, one commit each.
+    let workers: Vec<_> = (0..8_u64)
+        .map(|worker| {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                (0..10)
+                    .map(|n| {
+                        let appended = store.append(&entry(10 + worker * 10 + n)).expect("ok");
+                        thread::sleep(Duration::from_micros(20_000 + 2_500 * worker));
+                        appended
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    appended.push(slow.join().expect("no panic"));
+    for worker in workers {
+        appended.extend(worker.join().expect("no panic"));
+    }
+    let used = commits.load(Ordering::SeqCst) - opened;
+    // The slow one, then ten rounds of eight (a round may split where a thread lags).
+    assert!(used <= 16, "{used} commits for 81 entries");
+    check_tree(&store, &appended, 82);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

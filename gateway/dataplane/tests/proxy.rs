@@ -360,7 +360,7 @@ impl Harness {
                             "max_message_bytes": 65536, "upstream_timeout_ms": 30000,
                             "stream_timeout_ms": 600000}},
                 "audit": {{"database_url": "sqlite:///{}", "signing_key": "audit-log.key",
-                           "origin": "{ORIGIN}"}}}}"#,
+                           "origin": "{ORIGIN}", "commit_delay_us": 1000}}}}"#,
             route(&registry),
             route(&impostor),
             route(&gone),

@@ -13,11 +13,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -102,6 +102,10 @@ impl AuditError {
 pub struct StoreOptions {
     /// The most entries committed in one transaction (Python's `max_batch`).
     pub max_batch: usize,
+    /// How long a commit waits for more entries after one that held several, as
+    /// `PostgreSQL`'s `commit_delay`: under load, one sync then serves more callers; alone,
+    /// an entry is committed at once. Zero: never wait.
+    pub commit_delay: Duration,
     /// How long a blocking [`AuditStore::append`] waits for its commit.
     pub append_timeout: Duration,
     /// How often a background thread signs a checkpoint if the tree grew; `None`: never.
@@ -109,10 +113,11 @@ pub struct StoreOptions {
 }
 
 impl Default for StoreOptions {
-    /// Python's defaults: 512 entries, 10 s, a checkpoint every 0.5 s.
+    /// Python's defaults: 512 entries, 10 s, a checkpoint every 0.5 s; no commit delay.
     fn default() -> Self {
         Self {
             max_batch: 512,
+            commit_delay: Duration::ZERO,
             append_timeout: Duration::from_secs(10),
             checkpoint_interval: Some(Duration::from_millis(500)),
         }
@@ -442,12 +447,15 @@ impl AuditStore {
             writing: Mutex::new(()),
         });
         let (sender, receiver) = mpsc::channel();
-        let max_batch = options.max_batch.max(1);
+        let batching = Batching {
+            max: options.max_batch.max(1),
+            delay: options.commit_delay,
+        };
         let link = Link::new(connector);
         let writing = Arc::clone(&shared);
         let writer = thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(link, &receiver, max_batch, &writing))
+            .spawn(move || write_loop(link, &receiver, &batching, &writing))
             .map_err(|error| AuditError::database(&error))?;
         let checkpointer = match options.checkpoint_interval {
             None => None,
@@ -692,17 +700,42 @@ fn check_fits(entry: &AuditEntry) -> Result<(), AuditError> {
     Ok(())
 }
 
-fn write_loop(mut link: Link, queue: &Receiver<Pending>, max_batch: usize, shared: &Shared) {
-    let mut frontier: Option<Frontier> = None;
-    // Ends once every sender is gone and the queue is drained.
-    while let Ok(first) = queue.recv() {
+/// How the writer groups entries into commits.
+struct Batching {
+    max: usize,
+    delay: Duration,
+}
+
+impl Batching {
+    /// `first` and what else is queued, up to `max`; if `busy` (the last commit held several
+    /// entries), also what arrives within `delay`.
+    fn gather(&self, queue: &Receiver<Pending>, first: Pending, busy: bool) -> Vec<Pending> {
         let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        let until = (busy && !self.delay.is_zero()).then(|| Instant::now() + self.delay);
+        while batch.len() < self.max {
+            let next = match until {
+                None => queue.try_recv().ok(),
+                Some(until) => match until.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => queue.recv_timeout(left).ok(),
+                    _ => queue.try_recv().ok(),
+                },
+            };
+            match next {
+                Some(pending) => batch.push(pending),
+                None => break,
             }
         }
+        batch
+    }
+}
+
+fn write_loop(mut link: Link, queue: &Receiver<Pending>, batching: &Batching, shared: &Shared) {
+    let mut frontier: Option<Frontier> = None;
+    let mut busy = false;
+    // Ends once every sender is gone and the queue is drained.
+    while let Ok(first) = queue.recv() {
+        let batch = batching.gather(queue, first, busy);
+        busy = batch.len() > 1;
         let committed = {
             let _writing = shared.writing();
             commit(&mut link, frontier.take(), &batch)
